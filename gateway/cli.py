@@ -1,0 +1,112 @@
+"""`bedside-gateway`: run the service, check a config, run the demo, watch the broker,
+decode device bytes, scan for devices.
+
+User errors end with one line on stderr and a non-zero status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from gateway.config import ConfigError, load_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bedside-gateway", description="Bedside vital-sign gateway"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the gateway service (what systemd starts)")
+    run.add_argument("--config", required=True, help="path to the TOML configuration")
+    run.add_argument("--log-level", default="INFO")
+    run.set_defaults(handler=_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("path")
+    check.set_defaults(handler=_check_config)
+
+    demo = sub.add_parser("demo", help="simulated devices -> gateway -> broker, on this machine")
+    demo.add_argument("--broker", help="mqtt://HOST:PORT of a broker to use (default: start one)")
+    demo.add_argument("--http", default="127.0.0.1:8080", help="status page HOST:PORT")
+    demo.add_argument("--duration", type=float, help="stop after SECONDS and exit 0")
+    demo.add_argument(
+        "--scenario", default="fever", help="normal, fever, hypoxia, probe_off, drop_and_return"
+    )
+    demo.set_defaults(handler=_demo)
+
+    tail = sub.add_parser("tail", help="print every message on the broker as JSON lines")
+    tail.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    tail.add_argument("--topic", default="#", help="topic filter (default: #)")
+    tail.set_defaults(handler=_tail)
+
+    decode = sub.add_parser("decode", help="decode device bytes into readings (JSON)")
+    decode.add_argument("profile", help="plx-continuous, hts-temperature, berrymed, ...")
+    decode.add_argument("hex", nargs="+", help="bytes in hex, e.g. '02 61 00 48 00'")
+    decode.add_argument("--key", help="encryption key in hex (bthome, mibeacon)")
+    decode.add_argument("--mac", help="device MAC address (bthome, mibeacon)")
+    decode.set_defaults(handler=_decode)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
+    from gateway.service import GatewayService
+
+    config = load_config(args.config)
+    configure_logging(args.log_level)
+    asyncio.run(GatewayService(config).run_until_signalled())
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.path)
+    print(
+        f"ok: gateway {config.gateway.id}, {len(config.devices)} device(s),"
+        f" broker {config.mqtt.url}, topics under {config.topic_root}/"
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return asyncio.run(run_demo(args.broker, args.http, args.duration, args.scenario))
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from gateway.tail import tail
+
+    return tail(args.broker, args.topic)
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from drivers.decode import DecodeError, decode
+
+    try:
+        measurements = decode(args.profile, args.hex, key=args.key, mac=args.mac)
+    except DecodeError as exc:
+        print(f"cannot decode: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps([m.as_json() for m in measurements]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""What the gateway keeps and publishes: readings (a measurement with its identity) and
+alerts. One vocabulary for the store, the rules, the uplink and the page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from drivers.measurement import Measurement
+
+
+class ClockState(StrEnum):
+    SYNCED = "synced"
+    UNSYNCED = "unsynced"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """An accepted measurement: committed to the store under `seq` before anything else
+    sees it. `id` is `<gateway>-<seq>`, so a resend after a crash carries the same id."""
+
+    seq: int
+    id: str
+    device: str
+    subject: str | None
+    measurement: Measurement
+    received_at: datetime
+    clock: ClockState
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object published in `readings/<device>` (schema: reading.json)."""
+        m = self.measurement
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "device": self.device,
+            "subject": self.subject,
+            "metric": m.metric.value,
+            "value": m.value,
+            "unit": m.unit,
+            "site": m.site.value if m.site else None,
+            "quality": sorted(q.value for q in m.quality),
+            "measured_at": _device_time(m.measured_at),
+            "received_at": self.received_at.isoformat(timespec="milliseconds"),
+            "clock": self.clock.value,
+        }
+
+
+def _device_time(value: datetime | None) -> str | None:
+    """Device clocks carry no zone: interpret them in the gateway's local zone."""
+    if value is None:
+        return None
+    return value.astimezone().isoformat(timespec="seconds")
+
+
+class AlertKind(StrEnum):
+    LOW_SPO2 = "low_spo2"
+    FEVER = "fever"
+
+
+class Severity(StrEnum):
+    WARNING = "warning"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class AlertState(StrEnum):
+    RAISED = "raised"
+    UPDATED = "updated"
+    CLEARED = "cleared"
+
+
+@dataclass(slots=True)
+class Alert:
+    """A condition of one subject (or of an unbound device). Events about it are
+    published on `alerts`; the set of alerts not cleared on `alerts/active`."""
+
+    id: str
+    kind: AlertKind
+    subject: str | None
+    device: str
+    severity: Severity
+    state: AlertState
+    raised_at: datetime
+    updated_at: datetime
+    value: float
+    threshold: float
+    site: str | None = None
+    cleared_at: datetime | None = None
+    evidence: list[str] = field(default_factory=list)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object published on `alerts` (schema: alert.json)."""
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "state": self.state.value,
+            "severity": self.severity.value,
+            "subject": self.subject,
+            "device": self.device,
+            "value": self.value,
+            "threshold": self.threshold,
+            "site": self.site,
+            "raised_at": self.raised_at.isoformat(timespec="milliseconds"),
+            "updated_at": self.updated_at.isoformat(timespec="milliseconds"),
+            "cleared_at": (
+                self.cleared_at.isoformat(timespec="milliseconds") if self.cleared_at else None
+            ),
+            "evidence": list(self.evidence),
+        }

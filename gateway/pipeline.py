@@ -1,0 +1,189 @@
+"""From device sessions to durable readings, then to the rules and the uplink.
+
+Sessions call the `SessionListener` methods on the event loop; this module queues what
+they report and a single flush task turns it into readings:
+
+1. assign each a sequence number (one writer: no gaps, no reuse),
+2. commit the batch to SQLite (one transaction: durable before anything else),
+3. run the rules over the batch and persist any alert changes,
+4. wake the uplink.
+
+A burst of notifications never waits on the disk: it waits at most `batch_wait_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from drivers.listener import LinkState
+from drivers.measurement import MalformedPacket, Measurement
+from gateway.clock import ClockWatch
+from gateway.config import Config
+from gateway.devices import DeviceRegistry
+from gateway.model import Alert, Reading
+from gateway.rules.engine import RuleEngine
+from gateway.store import StoreThread
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    device: str
+    subject: str | None
+    measurement: Measurement
+    received_at: datetime
+
+
+class Pipeline:
+    """The gateway's `SessionListener`: every session reports here."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: StoreThread,
+        devices: DeviceRegistry,
+        rules: RuleEngine,
+        clock: ClockWatch,
+        on_committed: Callable[[], None],
+        on_alerts: Callable[[list[Alert]], None],
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._devices = devices
+        self._rules = rules
+        self._clock = clock
+        self._on_committed = on_committed
+        self._on_alerts = on_alerts
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._next_seq = 0
+        self._task: asyncio.Task[None] | None = None
+        self.counters: dict[str, int] = {}
+
+    async def start(self) -> None:
+        self._next_seq = await self._store.call(self._store.store.last_seq) + 1
+        self._task = asyncio.create_task(self._run(), name="pipeline")
+
+    async def stop(self) -> None:
+        """Commit whatever is queued, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self._flush()
+
+    # --- SessionListener -----------------------------------------------------------
+
+    def on_measurements(self, address: str, measurements: Sequence[Measurement]) -> None:
+        status = self._devices.get(address)
+        if status is None:
+            self._count("readings_from_unbound_device")
+            return
+        now = datetime.now(UTC)
+        self._pending.extend(_Pending(status.id, status.subject, m, now) for m in measurements)
+        self._devices.note_values(status, list(measurements))
+        self._wake.set()
+
+    def on_link_state(self, address: str, state: LinkState, detail: str = "") -> None:
+        status = self._devices.get(address)
+        if status is None:
+            return
+        if status.link != state.value:
+            self._devices.changed = True
+            log.info(
+                "device link changed",
+                extra={"device": status.id, "link": state.value, "detail": detail},
+            )
+        status.link = state.value
+        status.link_detail = detail
+        if state is LinkState.CONNECTED:
+            self._devices.heard(status)
+        self._devices.dirty = True
+
+    def on_device_info(self, address: str, info: dict[str, str]) -> None:
+        status = self._devices.get(address)
+        if status is not None:
+            status.info.update(info)
+            self._devices.dirty = self._devices.changed = True
+
+    def on_malformed(self, address: str, error: MalformedPacket, raw: bytes) -> None:
+        status = self._devices.get(address)
+        device = status.id if status else "unbound"
+        if status is not None:
+            status.malformed_packets += 1
+            self._devices.dirty = True
+        self._count("malformed_packets")
+        log.warning(
+            "malformed packet dropped",
+            extra={"device": device, "error": str(error), "bytes": raw.hex(" ")},
+        )
+
+    def on_signal(self, address: str, rssi: int | None) -> None:
+        status = self._devices.get(address)
+        if status is not None:
+            status.rssi = rssi
+            self._devices.heard(status)
+
+    # --- the flush task --------------------------------------------------------------
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    async def _run(self) -> None:
+        wait_s = self._config.store.batch_wait_ms / 1000
+        while True:
+            await self._wake.wait()
+            if len(self._pending) < self._config.store.batch_max and wait_s > 0:
+                await asyncio.sleep(wait_s)  # let a burst gather into one transaction
+            self._wake.clear()
+            try:
+                await self._flush()
+            except Exception:  # a disk error must not stop collection for good
+                log.exception("committing readings failed; will retry")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._config.store.batch_max]
+            readings = [self._reading(p, self._next_seq + i) for i, p in enumerate(batch)]
+            await self._store.call(self._store.store.commit_readings, readings)
+            # Committed: only now do the sequence numbers and the queue move on.
+            self._next_seq += len(readings)
+            del self._pending[: len(batch)]
+            self._count("readings_accepted", len(readings))
+            self._on_committed()
+            alerts = self._rules.evaluate(readings)
+            if alerts:
+                await self._store.call(self._store.store.save_alert_events, alerts)
+                for alert in alerts:
+                    log.warning(
+                        "alert",
+                        extra={
+                            "alert": alert.id,
+                            "kind": alert.kind.value,
+                            "state": alert.state.value,
+                            "severity": alert.severity.value,
+                            "subject": alert.subject,
+                        },
+                    )
+                self._on_alerts(alerts)
+
+    def _reading(self, pending: _Pending, seq: int) -> Reading:
+        return Reading(
+            seq=seq,
+            id=f"{self._config.gateway.id}-{seq}",
+            device=pending.device,
+            subject=pending.subject,
+            measurement=pending.measurement,
+            received_at=pending.received_at,
+            clock=self._clock.state,
+        )

@@ -1,0 +1,78 @@
+"""Fever: a final temperature at or above the line for its measurement site.
+
+Each site has its own line (37.3 degC axillary by default); a reading from a site with
+no configured line never raises, and values are never converted between sites.
+In-progress (intermediate) values and flagged readings never raise or clear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from drivers.measurement import Metric
+from gateway.config import FeverRule
+from gateway.model import Alert, AlertKind, AlertState, Reading, Severity
+from gateway.rules.base import (
+    add_evidence,
+    alert_key,
+    more_severe,
+    new_alert_id,
+    subject_key,
+)
+
+
+class FeverAlerts:
+    kind = AlertKind.FEVER
+
+    def __init__(self, rule: FeverRule) -> None:
+        self._rule = rule
+        self._active: dict[str, Alert] = {}
+
+    def restore(self, alert: Alert) -> None:
+        self._active[alert_key(alert)] = alert
+
+    def evaluate(self, reading: Reading) -> list[Alert]:
+        m = reading.measurement
+        if m.metric is not Metric.BODY_TEMPERATURE or not m.alertable or m.site is None:
+            return []
+        line = self._rule.lines.get(m.site.value)
+        if line is None:
+            return []
+        value = float(m.value)
+        key = subject_key(reading)
+        active = self._active.get(key)
+        now = reading.received_at
+        if value >= line:
+            severity = Severity.HIGH if value >= self._rule.high_fever_c else Severity.WARNING
+            if active is None:
+                alert = Alert(
+                    id=new_alert_id(self.kind, key, now),
+                    kind=self.kind,
+                    subject=reading.subject,
+                    device=reading.device,
+                    severity=severity,
+                    state=AlertState.RAISED,
+                    raised_at=now,
+                    updated_at=now,
+                    value=value,
+                    threshold=line,
+                    site=m.site.value,
+                    evidence=[reading.id],
+                )
+                self._active[key] = alert
+                return [replace(alert, evidence=list(alert.evidence))]
+            active.state = AlertState.UPDATED
+            active.severity = more_severe(active.severity, severity)
+            active.value = value
+            active.updated_at = now
+            add_evidence(active, reading.id)
+            return [replace(active, evidence=list(active.evidence))]
+        if active is None:
+            return []
+        del self._active[key]
+        active.state = AlertState.CLEARED
+        active.value = value
+        active.updated_at = now
+        active.cleared_at = now
+        add_evidence(active, reading.id)
+        return [active]

@@ -1,0 +1,234 @@
+"""The running gateway: builds every part from the configuration, starts them in order,
+watches them, and stops them in reverse order.
+
+Start order: store -> pipeline -> uplink -> web -> device sessions, so a device's first
+reading always finds somewhere durable to go. Stop order is the reverse, and the
+pipeline commits what it holds before the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+
+from gateway import __version__, systemd
+from gateway.clock import ClockWatch
+from gateway.config import Config
+from gateway.devices import DeviceRegistry
+from gateway.model import Alert
+from gateway.pipeline import Pipeline
+from gateway.rules.engine import RuleEngine
+from gateway.sessions import DeviceSessions
+from gateway.store import QueueStats, StoreThread
+from gateway.uplink import Uplink
+from gateway.web.app import create_app
+
+log = logging.getLogger(__name__)
+
+_SUPERVISE_EVERY_S = 1.0
+_SIZE_CHECK_EVERY_S = 60.0
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our loop: the service owns the signals, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+class GatewayService:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started_at = datetime.now(UTC)
+        self.store = StoreThread(config.store.path, int(config.store.max_mb * 1024 * 1024))
+        self.devices = DeviceRegistry(config.devices)
+        self.clock = ClockWatch()
+        self.rules = RuleEngine(config.rules)
+        self.uplink = Uplink(config, self.store, self._status_payload, self.devices.records)
+        self.pipeline = Pipeline(
+            config,
+            self.store,
+            self.devices,
+            self.rules,
+            self.clock,
+            on_committed=self.uplink.wake,
+            on_alerts=self._alerts_changed,
+        )
+        self.sessions = DeviceSessions(config, self.pipeline)
+        self._queue = QueueStats(0, None, 0, 0, 0)
+        self._web: _EmbeddedServer | None = None
+        self._web_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.web_url = ""
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        store = self.store.store
+        self.devices.restore(await self.store.call(store.devices))
+        self.rules.restore(await self.store.call(store.active_alerts))
+        await self.store.call(
+            store.audit,
+            "started",
+            {"version": __version__, "config": str(self.config.source or ""), "pid": os.getpid()},
+        )
+        self._queue = await self.store.call(store.queue_stats)
+        await self.pipeline.start()
+        await self.uplink.start()
+        await self._start_web()
+        await self.sessions.start()
+        self._tasks.append(asyncio.create_task(self._supervise(), name="supervisor"))
+        systemd.notify("READY=1")
+        log.info(
+            "gateway started",
+            extra={"gateway": self.config.gateway.id, "web": self.web_url, "version": __version__},
+        )
+
+    async def stop(self) -> None:
+        systemd.notify("STOPPING=1")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.sessions.stop()
+        await self.pipeline.stop()
+        await self._save_devices()
+        if self._web is not None and self._web_task is not None:
+            self._web.should_exit = True
+            await self._web_task
+        await self.uplink.stop()
+        await self.store.close()
+        log.info("gateway stopped")
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    async def _start_web(self) -> None:
+        web = self.config.web
+        server_config = uvicorn.Config(
+            create_app(self),
+            host=web.host,
+            port=web.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._web = _EmbeddedServer(server_config)
+        self._web_task = asyncio.create_task(self._web.serve(), name="web")
+        while not self._web.started:
+            if self._web_task.done():
+                self._web_task = None
+                raise RuntimeError(f"status page cannot listen on {web.listen}")
+            await asyncio.sleep(0.01)
+        sockets = [s for server in self._web.servers for s in server.sockets]
+        host, port = sockets[0].getsockname()[:2]
+        self.web_url = f"http://{host}:{port}/"
+
+    # --- supervision -----------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Refresh health, persist device state, keep the store in bounds, and tell
+        systemd's watchdog the loop is alive (a stuck loop stops these pings)."""
+        loop = asyncio.get_running_loop()
+        next_size_check = loop.time()
+        while True:
+            self.clock.refresh()
+            self._queue = await self.store.call(self.store.store.queue_stats)
+            if self.devices.dirty:
+                await self._save_devices()
+            if self.devices.changed:
+                self.devices.changed = False
+                self.uplink.devices_changed()
+            if loop.time() >= next_size_check:
+                evicted = await self.store.call(self.store.store.enforce_size_limit)
+                if evicted:
+                    log.error("store full: undelivered readings evicted", extra={"n": evicted})
+                next_size_check = loop.time() + _SIZE_CHECK_EVERY_S
+            if self.pipeline.counters:
+                counters, self.pipeline.counters = self.pipeline.counters, {}
+                await self.store.call(self.store.store.add_counters, counters)
+            systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(_SUPERVISE_EVERY_S)
+
+    async def _save_devices(self) -> None:
+        self.devices.dirty = False
+        await self.store.call(self.store.store.save_devices, self.devices.records())
+
+    def _alerts_changed(self, alerts: list[Alert]) -> None:
+        self.uplink.alerts_changed()
+
+    # --- what the page and `status` read ---------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        up = self.uplink.health
+        q = self._queue
+        return {
+            "gateway": self.config.gateway.id,
+            "township": self.config.gateway.township,
+            "version": __version__,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "clock": self.clock.state.value,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "broker": {
+                "url": self.config.mqtt.url,
+                "state": up.state.value,
+                "last_error": up.last_error,
+                "connected_since": up.connected_since,
+                "published_messages": up.published_messages,
+                "rejected_messages": up.rejected_messages,
+            },
+            "queue": {
+                "undelivered": q.undelivered,
+                "oldest_undelivered_at": q.oldest_undelivered_at,
+                "undelivered_alert_events": q.undelivered_alert_events,
+                "store_bytes": q.db_bytes,
+                "evicted_undelivered": q.evicted_undelivered,
+            },
+            "bluetooth": self.sessions.adapter_health(),
+        }
+
+    def device_records(self) -> list[dict[str, Any]]:
+        return self.devices.records()
+
+    async def active_alerts(self) -> list[dict[str, Any]]:
+        return await self.store.call(self.store.store.active_alerts)
+
+    async def recent_readings(self, limit: int, device: str | None) -> list[dict[str, Any]]:
+        return await self.store.call(self.store.store.recent_readings, limit, device)
+
+    def _status_payload(self) -> dict[str, Any]:
+        health = self.health()
+        devices = self.devices.records()
+        return {
+            "gateway": health["gateway"],
+            "state": "online",
+            "version": health["version"],
+            "time": health["time"],
+            "started_at": health["started_at"],
+            "clock": health["clock"],
+            "queue": health["queue"],
+            "bluetooth": health["bluetooth"],
+            "devices": {
+                "configured": len(devices),
+                "connected": sum(1 for d in devices if d["link"] == "connected"),
+            },
+        }

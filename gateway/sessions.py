@@ -1,0 +1,100 @@
+"""One session per configured device, built from the configuration at start-up.
+
+This is the one place that knows which driver serves which device kind; everything
+above it sees only the `SessionListener` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from drivers.listener import SessionListener
+from drivers.serial.session import SerialOximeterSession
+from gateway.config import BLE_KINDS, Config, DeviceConfig
+
+if TYPE_CHECKING:
+    from drivers.ble.adapter import BleAdapter
+
+log = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class DeviceSessions:
+    def __init__(self, config: Config, listener: SessionListener) -> None:
+        self._config = config
+        self._listener = listener
+        self._sessions: list[Session] = []
+        self._adapter: BleAdapter | None = None
+        self._adapter_state = "not used"
+        self._adapter_error = ""
+        self._connect_lock = asyncio.Lock()  # BlueZ queues connects too; so do we
+
+    async def start(self) -> None:
+        if any(d.kind in BLE_KINDS for d in self._config.devices):
+            await self._open_adapter()
+        for device in self._config.devices:
+            session: Session | None
+            if device.kind == "cms50":
+                session = SerialOximeterSession(device.address, self._listener)
+            else:
+                session = self._gatt_session(device)
+            if session is not None:
+                await session.start()
+                self._sessions.append(session)
+
+    async def stop(self) -> None:
+        for session in reversed(self._sessions):
+            await session.stop()
+        self._sessions.clear()
+        if self._adapter is not None:
+            await self._adapter.stop()
+            self._adapter = None
+
+    def adapter_health(self) -> dict[str, Any]:
+        return {
+            "adapter": self._config.bluetooth.adapter,
+            "state": self._adapter_state,
+            "error": self._adapter_error,
+        }
+
+    async def _open_adapter(self) -> None:
+        # Imported only when needed: a serial-only gateway never loads bleak or bumble.
+        from drivers.ble.adapter import open_ble_adapter
+
+        self._adapter_state = "opening"
+        try:
+            adapter = open_ble_adapter(self._config.bluetooth.adapter)
+            await adapter.start()
+        except Exception as exc:  # no adapter must not stop serial devices or the uplink
+            self._adapter_state = "unavailable"
+            self._adapter_error = str(exc)
+            log.error("bluetooth adapter unavailable", extra={"error": str(exc)})
+            return
+        self._adapter = adapter
+        self._adapter_state = "up"
+
+    def _gatt_session(self, device: DeviceConfig) -> Session | None:
+        if self._adapter is None:
+            return None
+        from drivers.ble.profiles import PROFILES
+        from drivers.ble.session import GattSession
+
+        bt = self._config.bluetooth
+        return GattSession(
+            device.address,
+            PROFILES[device.kind],
+            self._listener,
+            adapter=self._adapter,
+            connect_lock=self._connect_lock,
+            configured_site=device.site,
+            connect_timeout_s=bt.connect_timeout_s,
+            reconnect_min_s=bt.reconnect_min_s,
+            reconnect_max_s=bt.reconnect_max_s,
+        )

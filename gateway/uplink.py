@@ -1,0 +1,422 @@
+"""The MQTT uplink: drains the outbox to the township broker.
+
+- QoS 1; a row is marked delivered only when its PUBACK arrives (at-least-once, and
+  every reading carries its id, so the server deduplicates a resend).
+- Order of service on every round: alert events first, then live readings (accepted
+  since this connection came up), then the backlog, oldest first, in batches of
+  `readings_per_message` and never more than half the in-flight window, so the backlog
+  never holds up what is happening now.
+- Each connection gets a fresh paho client: nothing half-sent survives a drop inside
+  paho; whatever was not acknowledged is still undelivered in the store and is sent
+  again on the next connection.
+- A retained `status` message says online with a health summary; the Last Will says
+  offline when the connection dies.
+- Reconnects back off exponentially with full jitter. Collection never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.config import Config
+from gateway.store import OutboxRow, StoreThread
+
+log = logging.getLogger(__name__)
+
+_FETCH = 500  # rows read from the store per round and per stream
+
+
+class BrokerState(StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+class UplinkError(Exception):
+    """A connection attempt failed; the message says why (refused, unreachable...)."""
+
+
+@dataclass
+class UplinkHealth:
+    state: BrokerState = BrokerState.DISCONNECTED
+    last_error: str = ""
+    connected_since: str | None = None
+    connects: int = 0
+    published_messages: int = 0
+    delivered_readings: int = 0
+    rejected_messages: int = 0
+    inflight: int = 0
+
+
+@dataclass
+class _Inflight:
+    kind: str  # "readings" | "alert_event" | "other"
+    seqs: list[int] = field(default_factory=list)
+
+
+class Uplink:
+    def __init__(
+        self,
+        config: Config,
+        store: StoreThread,
+        status_payload: Callable[[], dict[str, Any]],
+        devices_payload: Callable[[], list[dict[str, Any]]],
+    ) -> None:
+        self._config = config
+        self._mqtt = config.mqtt
+        self._store = store
+        self._status_payload = status_payload
+        self._devices_payload = devices_payload
+        self._root = config.topic_root
+        self.health = UplinkHealth()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight: dict[int, _Inflight] = {}
+        self._acked: list[tuple[int, bool]] = []
+        self._publish_devices = True
+        self._publish_active = True
+        # Callbacks of a dropped client may still arrive: each connection has its own
+        # generation, and late callbacks of older ones are ignored.
+        self._generation = 0
+        self._lost = asyncio.Event()
+        self._lost_reason = ""
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name="uplink")
+
+    async def stop(self) -> None:
+        """Say offline (retained) if connected, then disconnect."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        client = self._client
+        if client is not None and self.health.state is BrokerState.CONNECTED:
+            info = client.publish(
+                self._topic("status"), self._offline_payload(), qos=1, retain=True
+            )
+            await asyncio.to_thread(info.wait_for_publish, 2.0)
+        await self._drop_client()
+
+    def wake(self) -> None:
+        """New data in the outbox (called after each committed batch)."""
+        self._wake.set()
+
+    def devices_changed(self) -> None:
+        self._publish_devices = True
+        self._wake.set()
+
+    def alerts_changed(self) -> None:
+        self._publish_active = True
+        self._wake.set()
+
+    # --- the connection loop -----------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self.health.state = BrokerState.CONNECTING
+            try:
+                await self._connect()
+            except UplinkError as exc:
+                failures += 1
+                await self._drop_client()
+                self.health.state = BrokerState.DISCONNECTED
+                self.health.last_error = str(exc)
+                delay = self._backoff(failures)
+                log.warning(
+                    "broker connection failed",
+                    extra={"error": str(exc), "retry_in_s": round(delay, 2)},
+                )
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self.health.state = BrokerState.CONNECTED
+            self.health.connects += 1
+            self.health.last_error = ""
+            self.health.connected_since = datetime.now(UTC).isoformat(timespec="seconds")
+            log.info("broker connected", extra={"broker": f"{self._mqtt.host}:{self._mqtt.port}"})
+            try:
+                await self._serve_connection()
+            except UplinkError as exc:
+                self.health.last_error = str(exc)
+                log.warning("broker connection lost", extra={"error": str(exc)})
+            finally:
+                await self._drop_client()
+                self.health.state = BrokerState.DISCONNECTED
+                self.health.connected_since = None
+            await asyncio.sleep(self._backoff(1))
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(
+            self._mqtt.reconnect_max_s, self._mqtt.reconnect_min_s * 2 ** min(failures - 1, 16)
+        )
+        return random.uniform(ceiling / 2, ceiling)  # jitter: gateways never reconnect in step
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        connected: asyncio.Future[ReasonCode] = loop.create_future()
+        self._generation += 1
+        self._lost = asyncio.Event()
+        client = self._new_client(connected)
+        self._client = client
+        try:
+            await asyncio.to_thread(
+                client.connect, self._mqtt.host, self._mqtt.port, self._mqtt.keepalive_s
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise UplinkError(f"cannot reach {self._mqtt.host}:{self._mqtt.port}: {exc}") from exc
+        client.loop_start()
+        try:
+            code = await asyncio.wait_for(connected, timeout=10.0)
+        except TimeoutError:
+            raise UplinkError("no CONNACK from the broker within 10 s") from None
+        if code.is_failure:
+            raise UplinkError(f"broker refused the connection: {code}")
+
+    def _new_client(self, connected: asyncio.Future[ReasonCode]) -> mqtt.Client:
+        loop = asyncio.get_running_loop()
+        generation = self._generation
+        v5 = self._mqtt.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self._mqtt.client_id or f"bedside-{self._config.gateway.id}",
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+            reconnect_on_failure=False,
+        )
+        client.max_inflight_messages_set(self._mqtt.max_inflight)
+        client.max_queued_messages_set(0)
+        client.connect_timeout = 10.0
+        client.will_set(self._topic("status"), self._offline_payload(), qos=1, retain=True)
+        if self._mqtt.username:
+            password = None
+            if self._mqtt.password_file is not None:
+                password = self._mqtt.password_file.read_text(encoding="utf-8").strip()
+            client.username_pw_set(self._mqtt.username, password)
+        if self._mqtt.tls:
+            client.tls_set(
+                ca_certs=str(self._mqtt.ca_file) if self._mqtt.ca_file else None,
+                certfile=str(self._mqtt.client_cert) if self._mqtt.client_cert else None,
+                keyfile=str(self._mqtt.client_key) if self._mqtt.client_key else None,
+            )
+
+        def on_connect(_c: Any, _u: Any, _f: Any, code: ReasonCode, _p: Any) -> None:
+            loop.call_soon_threadsafe(_resolve, connected, code)
+
+        def on_disconnect(_c: Any, _u: Any, _f: Any, code: ReasonCode, _p: Any) -> None:
+            loop.call_soon_threadsafe(self._on_lost, generation, str(code))
+
+        def on_publish(_c: Any, _u: Any, mid: int, code: ReasonCode, _p: Any) -> None:
+            loop.call_soon_threadsafe(self._on_ack, generation, mid, not code.is_failure)
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_publish = on_publish
+        return client
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        self._inflight.clear()
+        self._acked.clear()
+        self.health.inflight = 0
+        if client is None:
+            return
+
+        def close() -> None:
+            client.disconnect()
+            client.loop_stop()
+
+        await asyncio.to_thread(close)
+
+    def _on_lost(self, generation: int, reason: str) -> None:
+        if generation != self._generation:
+            return
+        self._lost_reason = reason
+        self._lost.set()
+        self._wake.set()
+
+    def _on_ack(self, generation: int, mid: int, ok: bool) -> None:
+        if generation != self._generation:
+            return
+        self._acked.append((mid, ok))
+        self._wake.set()
+
+    # --- serving one connection ------------------------------------------------------
+
+    async def _serve_connection(self) -> None:
+        store = self._store.store
+        live_floor = await self._store.call(store.last_seq)
+        cursors = {"live": live_floor, "backlog": 0, "alerts": 0}
+        self._publish_devices = self._publish_active = True
+        self._publish(self._topic("status"), self._status_payload(), retain=True)
+        next_status = asyncio.get_running_loop().time() + self._mqtt.status_interval_s
+        while True:
+            if self._lost.is_set():
+                raise UplinkError(f"disconnected: {self._lost_reason}")
+            self._wake.clear()
+            await self._settle_acks()
+            await self._publish_alert_events(cursors)
+            await self._publish_retained_sets()
+            room = self._mqtt.max_inflight - len(self._inflight)
+            if room > 0:
+                rows = await self._store.call(store.undelivered, cursors["live"], _FETCH)
+                room -= self._publish_readings(rows, cursors, "live", room, backlog=False)
+            backlog_room = min(room, self._mqtt.max_inflight // 2 - self._backlog_inflight())
+            if backlog_room > 0 and cursors["backlog"] < live_floor:
+                rows = await self._store.call(
+                    store.undelivered, cursors["backlog"], _FETCH, live_floor
+                )
+                self._publish_readings(rows, cursors, "backlog", backlog_room, backlog=True)
+                if not rows:
+                    cursors["backlog"] = live_floor
+            now = asyncio.get_running_loop().time()
+            if now >= next_status:
+                self._publish(self._topic("status"), self._status_payload(), retain=True)
+                next_status = now + self._mqtt.status_interval_s
+            self.health.inflight = len(self._inflight)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, next_status - now))
+            except TimeoutError:
+                pass
+
+    def _backlog_inflight(self) -> int:
+        return sum(1 for f in self._inflight.values() if f.kind == "backlog")
+
+    def _publish_readings(
+        self, rows: list[OutboxRow], cursors: dict[str, int], stream: str, room: int, backlog: bool
+    ) -> int:
+        """Publish up to `room` messages of one device's readings each, in seq order.
+        Returns the number of messages published."""
+        sent = 0
+        per_message = self._mqtt.readings_per_message
+        i = 0
+        while i < len(rows) and sent < room:
+            device = rows[i].device
+            batch = [rows[i]]
+            j = i + 1
+            # A message holds one device's consecutive rows; stop at another device's
+            # row so that nothing is skipped past and cursors stay exact.
+            while j < len(rows) and len(batch) < per_message and rows[j].device == device:
+                batch.append(rows[j])
+                j += 1
+            payload = {
+                "gateway": self._config.gateway.id,
+                "device": device,
+                "backlog": backlog,
+                "readings": [r.payload for r in batch],
+            }
+            self._publish(
+                self._topic(f"readings/{device}"),
+                payload,
+                inflight=_Inflight(stream, [r.seq for r in batch]),
+            )
+            cursors[stream] = batch[-1].seq
+            sent += 1
+            i = j
+        return sent
+
+    async def _publish_alert_events(self, cursors: dict[str, int]) -> None:
+        rows = await self._store.call(
+            self._store.store.undelivered_alert_events, cursors["alerts"], _FETCH
+        )
+        for row in rows:
+            self._publish(
+                self._topic("alerts"), row.payload, inflight=_Inflight("alert_event", [row.seq])
+            )
+            cursors["alerts"] = row.seq
+
+    async def _publish_retained_sets(self) -> None:
+        if self._publish_active:
+            self._publish_active = False
+            active = await self._store.call(self._store.store.active_alerts)
+            self._publish(
+                self._topic("alerts/active"),
+                {"gateway": self._config.gateway.id, "alerts": active},
+                retain=True,
+            )
+        if self._publish_devices:
+            self._publish_devices = False
+            self._publish(
+                self._topic("devices"),
+                {"gateway": self._config.gateway.id, "devices": self._devices_payload()},
+                retain=True,
+            )
+
+    def _publish(
+        self,
+        topic: str,
+        payload: dict[str, Any],
+        retain: bool = False,
+        inflight: _Inflight | None = None,
+    ) -> None:
+        client = self._client
+        if client is None:
+            raise UplinkError("no client")
+        data = json.dumps(payload, separators=(",", ":"))
+        info = client.publish(topic, data, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise UplinkError(f"publish failed: {mqtt.error_string(info.rc)}")
+        self._inflight[info.mid] = inflight or _Inflight("other")
+        self.health.published_messages += 1
+
+    async def _settle_acks(self) -> None:
+        """Mark acknowledged rows delivered, in one transaction per kind."""
+        if not self._acked:
+            return
+        readings: list[int] = []
+        events: list[int] = []
+        for mid, ok in self._acked:
+            entry = self._inflight.pop(mid, None)
+            if entry is None:
+                continue
+            if not ok:
+                # The broker refused it (e.g. ACL). It stays undelivered and is sent
+                # again on the next connection; the counter tells the technician.
+                self.health.rejected_messages += 1
+                log.error("broker rejected a message", extra={"kind": entry.kind})
+                continue
+            if entry.kind == "alert_event":
+                events.extend(entry.seqs)
+            elif entry.kind in ("live", "backlog"):
+                readings.extend(entry.seqs)
+        self._acked.clear()
+        if readings:
+            await self._store.call(self._store.store.mark_delivered, readings)
+            self.health.delivered_readings += len(readings)
+        if events:
+            await self._store.call(self._store.store.mark_alert_events_delivered, events)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _topic(self, suffix: str) -> str:
+        return f"{self._root}/{suffix}"
+
+    def _offline_payload(self) -> str:
+        return json.dumps({"gateway": self._config.gateway.id, "state": "offline"})
+
+
+def _resolve(future: asyncio.Future[ReasonCode], code: ReasonCode) -> None:
+    if not future.done():
+        future.set_result(code)

@@ -1,0 +1,61 @@
+"""Routes of the status page. Handlers only read state the service already holds (or
+ask the store thread), so a slow browser never holds up collection."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, Protocol
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse
+
+
+class StatusSource(Protocol):
+    """What the page needs from the running service."""
+
+    def health(self) -> dict[str, Any]: ...
+
+    def device_records(self) -> list[dict[str, Any]]: ...
+
+    async def active_alerts(self) -> list[dict[str, Any]]: ...
+
+    async def recent_readings(self, limit: int, device: str | None) -> list[dict[str, Any]]: ...
+
+
+def create_app(source: StatusSource) -> FastAPI:
+    app = FastAPI(title="Bedside gateway", docs_url="/api/docs", redoc_url=None)
+    page = resources.files("gateway.web").joinpath("status.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def status_page() -> str:
+        return page
+
+    @app.get("/api/status")
+    async def status() -> dict[str, Any]:
+        return {
+            **source.health(),
+            "devices": source.device_records(),
+            "active_alerts": await source.active_alerts(),
+        }
+
+    @app.get("/api/devices")
+    async def devices() -> list[dict[str, Any]]:
+        return source.device_records()
+
+    @app.get("/api/alerts")
+    async def alerts() -> list[dict[str, Any]]:
+        return await source.active_alerts()
+
+    @app.get("/api/readings")
+    async def readings(
+        limit: int = Query(50, ge=1, le=1000), device: str | None = Query(None, max_length=80)
+    ) -> list[dict[str, Any]]:
+        if device is not None and device not in {d["id"] for d in source.device_records()}:
+            raise HTTPException(status_code=404, detail=f"no device {device!r} is configured")
+        return await source.recent_readings(limit, device)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,115 @@
+"""A bad config file gives one clear line naming the key; a good one loads typed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config
+
+GOOD = """
+[gateway]
+id = "gw-0001"
+township = "river-town"
+data_dir = "data"
+
+[mqtt]
+url = "mqtts://broker.example:8883"
+username = "gw-0001"
+password_file = "secret.txt"
+
+[[devices]]
+kind = "hts"
+address = "f0:00:00:00:00:01"
+subject = "bed-3"
+site = "axillary"
+
+[[devices]]
+kind = "cms50"
+port = "/dev/serial/by-id/usb-Prolific-if00"
+subject = "resident-A17"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_good_config_loads_into_typed_sections(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert config.gateway.data_dir == tmp_path / "data"
+    assert config.store.path == tmp_path / "data" / "gateway.sqlite3"
+    assert config.mqtt.tls and config.mqtt.port == 8883
+    assert config.mqtt.password_file == tmp_path / "secret.txt"
+    assert config.topic_root == "vitals/v1/river-town/gw-0001"
+    hts, cms50 = config.devices
+    assert hts.address == "F0:00:00:00:00:01" and hts.device_id == "hts-f00000000001"
+    assert hts.site is not None and hts.site.value == "axillary"
+    assert cms50.device_id == "cms50-usb-prolific-if00"
+    assert config.rules.fever.lines["axillary"] == 37.3
+    assert config.rules.low_spo2.raise_at_or_below == 93
+
+
+def test_the_example_config_in_the_repository_is_valid() -> None:
+    load_config(Path(__file__).resolve().parents[2] / "examples" / "gateway.toml")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("[gateway]", "[gateway]\ncolour = 'red'"), "gateway.colour: unknown key"),
+        (('id = "gw-0001"', 'id = "gw 0001"'), "gateway.id: 'gw 0001' must be letters"),
+        (('url = "mqtts://broker.example:8883"', 'url = "http://x"'), "mqtt.url: 'http://x'"),
+        (('address = "f0:00:00:00:00:01"', 'address = "nearby"'), "devices[0].address"),
+        (('kind = "hts"', 'kind = "scale"'), "devices[0].kind: 'scale' is not one of"),
+        (('subject = "bed-3"', 'subject = "Mrs Li Hua"'), "never a name"),
+        (('site = "axillary"', 'site = "armpit"'), "devices[0].site: 'armpit'"),
+        (("[mqtt]", "[mqtt]\nprotocol = '4'"), "mqtt.protocol"),
+        (("[mqtt]", "[rules.low_spo2]\npersist_s = 'long'\n[mqtt]"), "rules.low_spo2.persist_s"),
+        (('township = "river-town"\n', ""), "gateway.township: missing"),
+    ],
+)
+def test_a_bad_config_names_the_key_and_the_problem(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(write(tmp_path, GOOD.replace(*change, 1)))
+
+
+def test_check_config_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
+    bad = write(tmp_path, "[gateway\nid=")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not valid TOML" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(write(tmp_path, GOOD))],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: gateway gw-0001, 2 device(s)")
+
+
+def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "file not found" in result.stderr

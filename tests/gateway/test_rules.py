@@ -1,0 +1,115 @@
+"""Alerts are raised, updated and cleared as the clinical rules say, and only on
+trustworthy values."""
+
+from __future__ import annotations
+
+from drivers.measurement import Metric, Quality, Site
+from gateway.config import RulesSection
+from gateway.model import AlertState, Severity
+from gateway.rules.engine import RuleEngine
+from tests.gateway.helpers import reading
+
+TEMP = Metric.BODY_TEMPERATURE
+
+
+def spo2_series(values: list[float], start_seq: int = 1, start_s: float = 0.0, **kw):  # type: ignore[no-untyped-def]
+    return [reading(start_seq + i, value=v, at_s=start_s + i, **kw) for i, v in enumerate(values)]
+
+
+def test_low_spo2_raises_only_after_15_seconds_of_valid_low_samples() -> None:
+    engine = RuleEngine(RulesSection())
+    assert engine.evaluate(spo2_series([92] * 15)) == []  # 0..14 s: not yet 15 s
+    (alert,) = engine.evaluate(spo2_series([92], start_seq=16, start_s=15))
+    assert alert.state is AlertState.RAISED and alert.severity is Severity.HIGH
+    assert alert.kind.value == "low_spo2" and alert.subject == "bed-1"
+    assert alert.threshold == 93 and alert.value == 92
+    assert alert.evidence[-1] == "gw-test-16" and len(alert.evidence) == 16
+
+
+def test_a_brief_dip_does_not_alert() -> None:
+    engine = RuleEngine(RulesSection())
+    assert engine.evaluate(spo2_series([97, 91, 90, 91, 96] + [92] * 10 + [97] * 30)) == []
+
+
+def test_probe_off_samples_never_start_or_feed_the_timer() -> None:
+    engine = RuleEngine(RulesSection())
+    flagged = spo2_series([85] * 60, quality=frozenset({Quality.PROBE_OFF}))
+    assert engine.evaluate(flagged) == []
+    # Low values interrupted by a flagged sample restart the count.
+    mixed = spo2_series([92] * 10, start_seq=100, start_s=100)
+    mixed += [reading(110, value=85, at_s=110, quality=frozenset({Quality.PROVISIONAL}))]
+    mixed += spo2_series([92] * 10, start_seq=111, start_s=111)
+    assert engine.evaluate(mixed) == []
+
+
+def test_a_gap_in_samples_restarts_the_count() -> None:
+    engine = RuleEngine(RulesSection())
+    series = spo2_series([92] * 10) + spo2_series([92] * 10, start_seq=11, start_s=30)
+    assert engine.evaluate(series) == []
+
+
+def test_low_spo2_escalates_to_critical_then_clears_after_60_s_recovered() -> None:
+    engine = RuleEngine(RulesSection())
+    raised = engine.evaluate(spo2_series([92] * 16))
+    assert [a.state for a in raised] == [AlertState.RAISED]
+    (updated,) = engine.evaluate(spo2_series([87], start_seq=17, start_s=16))
+    assert updated.state is AlertState.UPDATED and updated.severity is Severity.CRITICAL
+    assert updated.id == raised[0].id
+    # 94 % is not recovered (hysteresis): nothing clears.
+    assert engine.evaluate(spo2_series([94] * 70, start_seq=18, start_s=17)) == []
+    recovering = spo2_series([96] * 61, start_seq=100, start_s=87)
+    (cleared,) = engine.evaluate(recovering)
+    assert cleared.state is AlertState.CLEARED and cleared.id == raised[0].id
+    assert cleared.cleared_at == recovering[-1].received_at
+
+
+def test_each_subject_has_its_own_alert() -> None:
+    engine = RuleEngine(RulesSection())
+    bed1 = spo2_series([90] * 16, subject="bed-1")
+    bed2 = spo2_series([97] * 16, start_seq=100, subject="bed-2", device="plx-other")
+    alerts = engine.evaluate([r for pair in zip(bed1, bed2, strict=True) for r in pair])
+    assert [a.subject for a in alerts] == ["bed-1"]
+
+
+def test_fever_uses_the_line_of_the_measurement_site() -> None:
+    engine = RuleEngine(RulesSection())
+    axillary = reading(1, TEMP, 37.3, site=Site.AXILLARY)
+    oral = reading(2, TEMP, 37.5, site=Site.ORAL, subject="bed-2")
+    alerts = engine.evaluate([axillary, oral])
+    assert [(a.subject, a.state, a.threshold, a.site) for a in alerts] == [
+        ("bed-1", AlertState.RAISED, 37.3, "axillary")
+    ]
+
+
+def test_fever_grades_clears_and_ignores_intermediate_values() -> None:
+    engine = RuleEngine(RulesSection())
+    intermediate = reading(1, TEMP, 39.5, site=Site.AXILLARY, quality=frozenset({Quality.INTERMEDIATE}))
+    assert engine.evaluate([intermediate]) == []
+    (raised,) = engine.evaluate([reading(2, TEMP, 38.0, site=Site.AXILLARY)])
+    assert raised.severity is Severity.WARNING
+    (updated,) = engine.evaluate([reading(3, TEMP, 39.4, site=Site.AXILLARY, at_s=600)])
+    assert updated.state is AlertState.UPDATED and updated.severity is Severity.HIGH
+    (cleared,) = engine.evaluate([reading(4, TEMP, 36.8, site=Site.AXILLARY, at_s=7200)])
+    assert cleared.state is AlertState.CLEARED and cleared.id == raised.id
+    assert cleared.evidence == ["gw-test-2", "gw-test-3", "gw-test-4"]
+
+
+def test_a_temperature_without_a_site_never_raises_fever() -> None:
+    engine = RuleEngine(RulesSection())
+    assert engine.evaluate([reading(1, TEMP, 39.0, site=None)]) == []
+
+
+def test_an_active_alert_is_resumed_after_a_restart_and_clears() -> None:
+    first = RuleEngine(RulesSection())
+    (raised,) = first.evaluate([reading(1, TEMP, 38.0, site=Site.AXILLARY)])
+    second = RuleEngine(RulesSection())
+    second.restore([raised.payload()])
+    (cleared,) = second.evaluate([reading(2, TEMP, 36.5, site=Site.AXILLARY, at_s=60)])
+    assert cleared.id == raised.id and cleared.state is AlertState.CLEARED
+
+
+def test_replaying_the_same_readings_gives_the_same_alerts() -> None:
+    series = spo2_series([97] * 5 + [91] * 20 + [96] * 70)
+    a = [x.payload() for x in RuleEngine(RulesSection()).evaluate(series)]
+    b = [x.payload() for x in RuleEngine(RulesSection()).evaluate(series)]
+    assert a == b and [x["state"] for x in a] == ["raised", "cleared"]
