@@ -48,4 +48,6 @@ def _reduce(metric: Metric, items: list[Measurement]) -> Measurement:
     chosen = clean or items
     flags: frozenset[Quality] = frozenset().union(*(m.quality for m in chosen))
     values = [float(m.value) for m in chosen]
-    return Measurement(metric, statistics.median_low(values), flags, chosen[0].site, chosen[-1].measured_at)
+    return Measurement(
+        metric, statistics.median_low(values), flags, chosen[0].site, chosen[-1].measured_at
+    )

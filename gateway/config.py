@@ -188,7 +188,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None
     gateway = GatewaySection(
         id=_code(gw, "gateway.id", required=True),
         township=_code(gw, "gateway.township", required=True),
-        data_dir=_path(gw, "gateway.data_dir", base_dir, required=True),
+        data_dir=_path(gw, "gateway.data_dir", base_dir, required=True) or base_dir,
     )
     mqtt = _mqtt(_table(raw, "mqtt"), base_dir)
     st = _table(raw, "store")
@@ -274,7 +274,7 @@ def _rules(rl: dict[str, Any]) -> RulesSection:
     _only(fv, "rules.fever", {"lines", "high_fever_c"})
     lines_raw = _table(fv, "lines", prefix="rules.fever.")
     lines = dict(DEFAULT_FEVER_LINES)
-    for site, value in lines_raw.items():
+    for site in lines_raw:
         if site not in Site.__members__.values():
             raise ConfigError(f"rules.fever.lines.{site}: unknown site; one of {_sites()}")
         lines[site] = _number(lines_raw, f"rules.fever.lines.{site}", 0, minimum=34.0)

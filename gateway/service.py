@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +41,7 @@ class _EmbeddedServer(uvicorn.Server):
     """uvicorn inside our loop: the service owns the signals, not uvicorn."""
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def]
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 

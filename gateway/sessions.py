@@ -32,12 +32,13 @@ class DeviceSessions:
         self._listener = listener
         self._sessions: list[Session] = []
         self._adapter: BleAdapter | None = None
-        self._adapter_state = "not used"
+        uses_ble = any(d.kind in BLE_KINDS for d in config.devices)
+        self._adapter_state = "starting" if uses_ble else "not used"
         self._adapter_error = ""
         self._connect_lock = asyncio.Lock()  # BlueZ queues connects too; so do we
 
     async def start(self) -> None:
-        if any(d.kind in BLE_KINDS for d in self._config.devices):
+        if self._adapter_state == "starting":
             await self._open_adapter()
         for device in self._config.devices:
             session: Session | None
@@ -84,17 +85,16 @@ class DeviceSessions:
         if self._adapter is None:
             return None
         from drivers.ble.profiles import PROFILES
-        from drivers.ble.session import GattSession
+        from drivers.ble.session import Backoff, GattSession
 
         bt = self._config.bluetooth
         return GattSession(
             device.address,
             PROFILES[device.kind],
+            self._adapter,
             self._listener,
-            adapter=self._adapter,
-            connect_lock=self._connect_lock,
+            self._connect_lock,
             configured_site=device.site,
-            connect_timeout_s=bt.connect_timeout_s,
-            reconnect_min_s=bt.reconnect_min_s,
-            reconnect_max_s=bt.reconnect_max_s,
+            connect_timeout=bt.connect_timeout_s,
+            backoff=Backoff(bt.reconnect_min_s, bt.reconnect_max_s),
         )

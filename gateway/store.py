@@ -30,8 +30,8 @@ T = TypeVar("T")
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["readings"].create(
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("readings").create(
         {
             "seq": int,
             "device": str,
@@ -45,18 +45,18 @@ def _v1(db: sqlite_utils.Database) -> None:
         not_null={"device", "metric", "received_at", "delivered", "payload"},
     )
     db.execute("CREATE INDEX readings_undelivered ON readings(seq) WHERE delivered = 0")
-    db["alerts"].create(
+    db.table("alerts").create(
         {"id": str, "kind": str, "state": str, "updated_at": str, "payload": str}, pk="id"
     )
-    db["alert_events"].create(
+    db.table("alert_events").create(
         {"seq": int, "alert_id": str, "delivered": int, "payload": str},
         pk="seq",
         defaults={"delivered": 0},
     )
     db.execute("CREATE INDEX alert_events_undelivered ON alert_events(seq) WHERE delivered = 0")
-    db["devices"].create({"id": str, "updated_at": str, "record": str}, pk="id")
-    db["counters"].create({"name": str, "value": int}, pk="name")
-    db["audit"].create({"seq": int, "at": str, "action": str, "detail": str}, pk="seq")
+    db.table("devices").create({"id": str, "updated_at": str, "record": str}, pk="id")
+    db.table("counters").create({"name": str, "value": int}, pk="name")
+    db.table("audit").create({"seq": int, "at": str, "action": str, "detail": str}, pk="seq")
 
 
 #: Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -138,7 +138,7 @@ class Store:
             for r in readings
         ]
         with self._transaction():
-            self.db["readings"].insert_all(rows, batch_size=1000)
+            self.db.table("readings").insert_all(rows, batch_size=1000)
             self._conn.execute(
                 "INSERT INTO meta(key, value) VALUES('last_seq', ?)"
                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -192,7 +192,7 @@ class Store:
         with self._transaction():
             for alert in alerts:
                 payload = json.dumps(alert.payload(), separators=(",", ":"))
-                self.db["alerts"].upsert(
+                self.db.table("alerts").upsert(
                     {
                         "id": alert.id,
                         "kind": alert.kind.value,
@@ -202,7 +202,7 @@ class Store:
                     },
                     pk="id",
                 )
-                self.db["alert_events"].insert(
+                self.db.table("alert_events").insert(
                     {"alert_id": alert.id, "delivered": 0, "payload": payload}
                 )
 
@@ -235,7 +235,7 @@ class Store:
     def save_devices(self, records: Sequence[dict[str, Any]]) -> None:
         now = datetime.now(UTC).isoformat()
         with self._transaction():
-            self.db["devices"].upsert_all(
+            self.db.table("devices").upsert_all(
                 [{"id": r["id"], "updated_at": now, "record": json.dumps(r)} for r in records],
                 pk="id",
             )
@@ -261,7 +261,7 @@ class Store:
 
     def audit(self, action: str, detail: dict[str, Any]) -> None:
         with self._transaction():
-            self.db["audit"].insert(
+            self.db.table("audit").insert(
                 {
                     "at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "action": action,

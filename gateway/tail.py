@@ -46,7 +46,7 @@ def tail(
             on_ready()
 
     def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        out.write(message_line(msg.topic, msg.payload, bool(msg.retain)) + "\n")
+        out.write(message_line(msg.topic, bytes(msg.payload), bool(msg.retain)) + "\n")
         out.flush()
 
     client.on_connect = on_connect

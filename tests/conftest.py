@@ -101,7 +101,9 @@ class Subscriber:
 
     def readings(self) -> list[dict[str, Any]]:
         """Every reading received, in arrival order, flattened out of their messages."""
-        return [r for topic, p, _ in self.snapshot() if "/readings/" in topic for r in p["readings"]]
+        return [
+            r for topic, p, _ in self.snapshot() if "/readings/" in topic for r in p["readings"]
+        ]
 
     def alerts(self) -> list[dict[str, Any]]:
         return [p for topic, p, _ in self.snapshot() if topic.endswith("/alerts")]
@@ -151,7 +153,7 @@ def write_config(
 [gateway]
 id = "{gateway_id}"
 township = "testtown"
-data_dir = "{directory / 'data'}"
+data_dir = "{directory / "data"}"
 
 [mqtt]
 url = "mqtt://127.0.0.1:{broker_port}"

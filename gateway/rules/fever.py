@@ -2,7 +2,8 @@
 
 Each site has its own line (37.3 degC axillary by default); a reading from a site with
 no configured line never raises, and values are never converted between sites.
-In-progress (intermediate) values and flagged readings never raise or clear.
+In-progress (intermediate) values and flagged readings never raise or clear. While a
+fever lasts, only a higher temperature is news: it updates the alert (and its grade).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class FeverAlerts:
                 )
                 self._active[key] = alert
                 return [replace(alert, evidence=list(alert.evidence))]
+            if value <= active.value:
+                return []  # still feverish, nothing new for the care team
             active.state = AlertState.UPDATED
             active.severity = more_severe(active.severity, severity)
             active.value = value

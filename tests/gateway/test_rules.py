@@ -83,7 +83,9 @@ def test_fever_uses_the_line_of_the_measurement_site() -> None:
 
 def test_fever_grades_clears_and_ignores_intermediate_values() -> None:
     engine = RuleEngine(RulesSection())
-    intermediate = reading(1, TEMP, 39.5, site=Site.AXILLARY, quality=frozenset({Quality.INTERMEDIATE}))
+    intermediate = reading(
+        1, TEMP, 39.5, site=Site.AXILLARY, quality=frozenset({Quality.INTERMEDIATE})
+    )
     assert engine.evaluate([intermediate]) == []
     (raised,) = engine.evaluate([reading(2, TEMP, 38.0, site=Site.AXILLARY)])
     assert raised.severity is Severity.WARNING
@@ -113,3 +115,9 @@ def test_replaying_the_same_readings_gives_the_same_alerts() -> None:
     a = [x.payload() for x in RuleEngine(RulesSection()).evaluate(series)]
     b = [x.payload() for x in RuleEngine(RulesSection()).evaluate(series)]
     assert a == b and [x["state"] for x in a] == ["raised", "cleared"]
+
+
+def test_a_steady_fever_does_not_repeat_itself() -> None:
+    engine = RuleEngine(RulesSection())
+    steady = [reading(i, TEMP, 38.2, site=Site.AXILLARY, at_s=i * 5) for i in range(1, 6)]
+    assert [a.state for a in engine.evaluate(steady)] == [AlertState.RAISED]

@@ -55,8 +55,16 @@ def test_size_limit_prunes_delivered_first_then_counts_evicted_undelivered(
     store.commit_readings([reading(s, at_s=s) for s in range(1, 3001)])
     store.mark_delivered(range(1, 1501))
     alert = Alert(
-        "low_spo2:bed-1:1", AlertKind.LOW_SPO2, "bed-1", "plx-x", Severity.HIGH,
-        AlertState.RAISED, T0, T0, 90, 93,
+        "low_spo2:bed-1:1",
+        AlertKind.LOW_SPO2,
+        "bed-1",
+        "plx-x",
+        Severity.HIGH,
+        AlertState.RAISED,
+        T0,
+        T0,
+        90,
+        93,
     )
     store.save_alert_events([alert])
     full = store.used_bytes()

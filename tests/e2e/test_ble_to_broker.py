@@ -1,0 +1,253 @@
+"""Simulated Bluetooth devices -> bleak (bumble backend) -> gateway -> real mosquitto
+-> a subscriber in the township server's place.
+
+The simulator is its own process speaking HCI over loopback TCP, as in the demo; the
+gateway is its own process, as systemd runs it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.broker import Mosquitto, free_port
+from tests.conftest import REPO, GatewayProcess, Subscriber, write_config
+from tests.contract import assert_contract
+
+THERMOMETER = "F0:00:00:00:00:01"
+OXIMETER = "F0:00:00:00:00:02"
+DEVICES = f"""
+[[devices]]
+kind = "hts"
+address = "{THERMOMETER}"
+subject = "bed-1"
+site = "axillary"
+
+[[devices]]
+kind = "plx"
+address = "{OXIMETER}"
+subject = "bed-1"
+"""
+
+
+class Simulator:
+    def __init__(self, *options: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "firmware_sim",
+                "ble",
+                "--hci",
+                f"tcp-server:127.0.0.1:{self.port}",
+                "--interval",
+                "2",
+                *options,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("hci="), line
+
+    @property
+    def adapter(self) -> str:
+        return f"bumble:tcp-client:127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def simulator_factory() -> Iterator[Callable[..., Simulator]]:
+    made: list[Simulator] = []
+
+    def make(*options: str) -> Simulator:
+        sim = Simulator(*options)
+        made.append(sim)
+        return sim
+
+    yield make
+    for sim in made:
+        sim.stop()
+
+
+@pytest.fixture
+def ward(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    simulator_factory: Callable[..., Simulator],
+    subscriber_factory: Callable[..., Subscriber],
+    gateway_factory: Callable[[Path], GatewayProcess],
+) -> tuple[Subscriber, GatewayProcess]:
+    """Simulator with the options of the test's `sim_options` mark, gateway, subscriber."""
+    mark = request.node.get_closest_marker("sim_options")
+    sim = simulator_factory(*(mark.args if mark else ()))
+    sub = subscriber_factory(mosquitto.port, "vitals/v1/#")
+    config = write_config(tmp_path, mosquitto.port, adapter=sim.adapter, devices=DEVICES)
+    return sub, gateway_factory(config)
+
+
+def first(sub: Subscriber, metric: str, timeout: float = 30) -> dict:  # type: ignore[type-arg]
+    return sub.wait_for(
+        lambda s: next((r for r in s.readings() if r["metric"] == metric), None),
+        timeout,
+        f"a {metric} reading",
+    )
+
+
+@pytest.mark.sim_options("--scenario", "normal")
+def test_thermometer_and_oximeter_readings_reach_the_server(
+    ward: tuple[Subscriber, GatewayProcess],
+) -> None:
+    sub, _ = ward
+    temp = first(sub, "body_temperature")
+    assert temp["value"] in (36.6, 36.7) and temp["unit"] == "Cel"
+    assert temp["site"] == "axillary" and temp["subject"] == "bed-1"
+    assert temp["device"] == "hts-f00000000001" and temp["quality"] == []
+    assert temp["measured_at"] is not None, "the thermometer sends its time stamp"
+    spo2 = first(sub, "spo2")
+    assert spo2["value"] in (97, 98) and spo2["unit"] == "%" and spo2["quality"] == []
+    pulse = first(sub, "pulse_rate")
+    assert pulse["value"] in (72, 73) and pulse["unit"] == "/min"
+    assert first(sub, "perfusion_index")["value"] == 4.5
+    for reading in (temp, spo2, pulse):
+        assert reading["id"] == f"gw-test-{reading['seq']}"
+
+    def identified(s: Subscriber) -> bool:
+        inventories = [p for t, p, _ in s.snapshot("/devices")]
+        return bool(inventories) and all(
+            d["info"].get("manufacturer") == "Bedside Sim" and d["link"] == "connected"
+            for d in inventories[-1]["devices"]
+        )
+
+    sub.wait_for(identified, 20, "device identity from Device Information")
+    for topic, payload, _ in sub.snapshot():
+        assert_contract(topic, payload)
+    assert sub.alerts() == []
+
+
+@pytest.mark.sim_options("--scenario", "fever")
+def test_a_fever_raises_an_alert_on_its_own_topic(ward: tuple[Subscriber, GatewayProcess]) -> None:
+    sub, _ = ward
+    alert = sub.wait_for(lambda s: next(iter(s.alerts()), None), 30, "a fever alert")
+    assert alert["kind"] == "fever" and alert["state"] == "raised"
+    assert alert["value"] == 38.2 and alert["threshold"] == 37.3 and alert["site"] == "axillary"
+    assert alert["subject"] == "bed-1" and alert["evidence"]
+    assert_contract("x/alerts", alert)
+    active = sub.wait_for(
+        lambda s: [p for _, p, _ in s.snapshot("/alerts/active") if p["alerts"]], 10
+    )
+    assert [a["id"] for a in active[-1]["alerts"]] == [alert["id"]]
+    evidence = {r["id"]: r for r in sub.readings()}
+    cause = evidence[alert["evidence"][0]]
+    assert cause["metric"] == "body_temperature" and cause["value"] == 38.2
+
+
+@pytest.mark.sim_options("--scenario", "hypoxia", "--speed", "2")
+def test_sustained_low_spo2_raises_an_alert(ward: tuple[Subscriber, GatewayProcess]) -> None:
+    sub, _ = ward
+    alert = sub.wait_for(lambda s: next(iter(s.alerts()), None), 45, "a low SpO2 alert")
+    assert alert["kind"] == "low_spo2" and alert["state"] == "raised"
+    assert alert["value"] in (89, 90) and alert["threshold"] == 93
+    lows = [r for r in sub.readings() if r["metric"] == "spo2" and r["value"] <= 93]
+    first_low = min(lows, key=lambda r: r["seq"])
+    held = time_between(first_low["received_at"], alert["raised_at"])
+    assert held >= 15, f"raised after {held} s of low values; the rule asks for 15 s"
+
+
+@pytest.mark.sim_options("--scenario", "probe_off", "--speed", "2")
+def test_probe_off_readings_are_flagged_and_never_alert(
+    ward: tuple[Subscriber, GatewayProcess],
+) -> None:
+    sub, _ = ward
+
+    def flagged_for_20_s(s: Subscriber) -> bool:
+        flagged = [r for r in s.readings() if "probe_off" in r["quality"] and r["metric"] == "spo2"]
+        return (
+            len(flagged) > 1
+            and time_between(flagged[0]["received_at"], flagged[-1]["received_at"]) >= 20
+        )
+
+    sub.wait_for(flagged_for_20_s, 45, "20 s of probe-off readings")
+    flagged = [r for r in sub.readings() if "probe_off" in r["quality"]]
+    assert any(r["metric"] == "spo2" and r["value"] <= 93 for r in flagged)
+    assert sub.alerts() == [], "a probe off the finger is not hypoxaemia"
+
+
+@pytest.mark.sim_options("--scenario", "normal", "--malformed-every", "3")
+def test_malformed_device_bytes_are_counted_and_collection_goes_on(
+    ward: tuple[Subscriber, GatewayProcess],
+) -> None:
+    sub, gw = ward
+    sub.wait_for(lambda s: len([r for r in s.readings() if r["metric"] == "spo2"]) >= 5, 30)
+
+    def counted(s: Subscriber) -> int:
+        inventories = [p for _, p, _ in s.snapshot("/devices")]
+        if not inventories:
+            return 0
+        return sum(d["malformed_packets"] for d in inventories[-1]["devices"])
+
+    gw.wait_log("malformed packet dropped", 20)
+    dropped = [r for r in gw.log_records() if r.get("msg") == "malformed packet dropped"]
+    assert dropped[0]["device"] in ("hts-f00000000001", "plx-f00000000002")
+    assert dropped[0]["error"] and dropped[0]["bytes"]
+    before = len(sub.readings())
+    sub.wait_for(lambda s: len(s.readings()) > before + 3, 20, "readings after the bad bytes")
+    values = {r["value"] for r in sub.readings() if r["metric"] == "spo2"}
+    assert values <= {97.0, 98.0}, "nothing was made of the malformed bytes"
+    sub.wait_for(counted, 20, "the malformed count in the device inventory")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="make test installs chromium")
+@pytest.mark.sim_options("--scenario", "fever")
+def test_the_status_page_shows_devices_values_and_alerts_in_a_real_browser(
+    ward: tuple[Subscriber, GatewayProcess], tmp_path: Path
+) -> None:
+    sub, gw = ward
+    sub.wait_for(lambda s: next(iter(s.alerts()), None), 30, "a fever alert")
+    first(sub, "spo2")
+    url = next(r["web"] for r in gw.log_records() if r.get("msg") == "gateway started")
+    dom = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert 'data-device="hts-f00000000001"' in dom and 'data-device="plx-f00000000002"' in dom
+    assert "body_temperature 38.2 Cel (axillary)" in dom
+    alerts_table = dom[dom.find('<tbody id="alerts">') : dom.find("<h2>Devices")]
+    assert '<td class="bad">fever</td>' in alerts_table, alerts_table
+    assert '<td class="ok">connected</td>' in dom
+    assert "Cannot reach the gateway" not in dom
+
+
+def time_between(earlier: str, later: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
