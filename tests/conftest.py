@@ -44,6 +44,9 @@ class Subscriber:
         topic: str = "#",
         host: str = "127.0.0.1",
         persistent_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         """With `persistent_id`, the broker keeps the session (and queues QoS 1
         messages) while this subscriber is away, as a real server's would."""
@@ -54,6 +57,8 @@ class Subscriber:
         self.port = port
         self.host = host
         self.persistent_id = persistent_id
+        self._credentials = (username, password)
+        self._ca_file = ca_file
         self.client = self._new_client()
 
     def _new_client(self) -> mqtt.Client:
@@ -65,6 +70,10 @@ class Subscriber:
         client.on_connect = lambda c, *_: c.subscribe(self.topic, qos=1)
         client.on_subscribe = lambda *_: self._ready.set()
         client.on_message = self._on_message
+        if self._credentials[0]:
+            client.username_pw_set(*self._credentials)
+        if self._ca_file:
+            client.tls_set(ca_certs=str(self._ca_file))
         return client
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
