@@ -1,0 +1,47 @@
+"""A USB oximeter unplugged and plugged back: the server sees the device go silent,
+then readings resume without restarting the gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from drivers.serial.contec import Generation
+from firmware_sim.cms50 import Cms50Simulator
+from gateway.broker import Mosquitto
+from tests.conftest import GatewayProcess, Subscriber, write_config
+
+
+def link_states(sub: Subscriber) -> list[str]:
+    return [p["devices"][0]["link"] for _, p, _ in sub.snapshot("/devices")]
+
+
+def test_unplug_and_replug_through_the_gateway(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    subscriber_factory: Callable[..., Subscriber],
+    gateway_factory: Callable[[Path], GatewayProcess],
+) -> None:
+    sim = Cms50Simulator(Generation.LEGACY, "normal", link=str(tmp_path / "usb-Contec-if00"))
+    sim.start()
+    try:
+        sub = subscriber_factory(mosquitto.port, "vitals/v1/#")
+        devices = f'[[devices]]\nkind = "cms50"\nport = "{sim.path}"\nsubject = "bed-2"\n'
+        gateway_factory(write_config(tmp_path, mosquitto.port, devices=devices))
+        sub.wait_for(lambda s: len(s.readings()) >= 4, 30, "readings before unplugging")
+        assert link_states(sub)[-1] == "connected"
+        sim.unplug()
+        sub.wait_for(lambda s: link_states(s)[-1] in ("disconnected", "unreachable"), 20)
+        silent_from = max(r["seq"] for r in sub.readings())
+        sim.replug()
+        sub.wait_for(lambda s: link_states(s)[-1] == "connected", 30, "the device back")
+        sub.wait_for(
+            lambda s: len([r for r in s.readings() if r["seq"] > silent_from]) >= 4,
+            30,
+            "readings after replugging",
+        )
+        after = [r for r in sub.readings() if r["seq"] > silent_from and r["metric"] == "spo2"]
+        assert {r["value"] for r in after} <= {97, 98}
+        assert all(r["subject"] == "bed-2" for r in after)
+    finally:
+        sim.stop()
