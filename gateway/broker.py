@@ -151,5 +151,6 @@ class InProcessBroker:
     async def stop(self) -> None:
         if self._broker is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._broker.shutdown(), 5)
+                async with asyncio.timeout(5):
+                    await self._broker.shutdown()
             self._broker = None

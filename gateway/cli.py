@@ -1,5 +1,5 @@
 """`bedside-gateway`: run the service, check a config, run the demo, watch the broker,
-decode device bytes, scan for devices.
+decode device bytes.
 
 User errors end with one line on stderr and a non-zero status, never a traceback.
 """

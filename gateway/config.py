@@ -202,7 +202,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None
     bt = _table(raw, "bluetooth")
     _only(bt, "bluetooth", {"adapter", "reconnect_min_s", "reconnect_max_s", "connect_timeout_s"})
     adapter = _string(bt, "bluetooth.adapter", "bluez")
-    if not (adapter == "bluez" or adapter.startswith(("bluez:", "bumble:"))):
+    if not (re.fullmatch(r"bluez(:hci\d+)?", adapter) or re.fullmatch(r"bumble:.+", adapter)):
         raise ConfigError(
             f"bluetooth.adapter: {adapter!r} is not 'bluez', 'bluez:hciN' or 'bumble:TRANSPORT'"
         )
@@ -243,7 +243,7 @@ def _mqtt(mq: dict[str, Any], base_dir: Path) -> MqttSection:
     prefix = _string(mq, "mqtt.topic_prefix", MqttSection.topic_prefix)
     if not _TOPIC_PART.fullmatch(prefix):
         raise ConfigError(f"mqtt.topic_prefix: {prefix!r} must be topic levels without + or #")
-    password_file = _path(mq, "mqtt.password_file", base_dir)
+    password_file = _readable(_path(mq, "mqtt.password_file", base_dir), "mqtt.password_file")
     username = _string(mq, "mqtt.username", "")
     if password_file and not username:
         raise ConfigError("mqtt.password_file: set mqtt.username too")
@@ -254,9 +254,9 @@ def _mqtt(mq: dict[str, Any], base_dir: Path) -> MqttSection:
         client_id=_string(mq, "mqtt.client_id", ""),
         username=username,
         password_file=password_file,
-        ca_file=_path(mq, "mqtt.ca_file", base_dir),
-        client_cert=_path(mq, "mqtt.client_cert", base_dir),
-        client_key=_path(mq, "mqtt.client_key", base_dir),
+        ca_file=_readable(_path(mq, "mqtt.ca_file", base_dir), "mqtt.ca_file"),
+        client_cert=_readable(_path(mq, "mqtt.client_cert", base_dir), "mqtt.client_cert"),
+        client_key=_readable(_path(mq, "mqtt.client_key", base_dir), "mqtt.client_key"),
         keepalive_s=int(_number(mq, "mqtt.keepalive_s", 30, minimum=5, integer=True)),
         readings_per_message=int(
             _number(mq, "mqtt.readings_per_message", 50, minimum=1, integer=True)
@@ -387,6 +387,18 @@ def _path(raw: dict[str, Any], key: str, base: Path, required: bool = False) -> 
         return None
     path = Path(value)
     return path if path.is_absolute() else base / path
+
+
+def _readable(path: Path | None, key: str) -> Path | None:
+    """Secrets and certificates must be readable by the service's own user: check now,
+    so `check-config` (run by systemd before start) says so instead of a dead uplink."""
+    if path is not None:
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    return path
 
 
 def _number(

@@ -42,9 +42,7 @@ def demo_config(data_dir: Path, broker_url: str, http: str, ward: SimulatedWard)
     }
 
 
-async def run_demo(
-    broker_url: str | None, http: str, duration: float | None, scenario: str
-) -> int:
+async def run_demo(broker_url: str | None, http: str, duration: float | None, scenario: str) -> int:
     configure_logging("WARNING")  # alerts and problems only; the messages are the show
     own_mosquitto: Mosquitto | None = None
     own_amqtt: InProcessBroker | None = None
@@ -86,7 +84,8 @@ async def run_demo(
             print(f"status page: {service.web_url}", flush=True)
             print("township server receives (one JSON line per message):", flush=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=duration)
+                async with asyncio.timeout(duration):
+                    await stop.wait()
         finally:
             await service.stop()
             tail_stop.set()

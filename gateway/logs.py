@@ -11,7 +11,10 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "color_message",  # uvicorn's copy of the message with terminal colours
+}
 _SECRET_WORDS = ("password", "secret", "key", "token")
 
 

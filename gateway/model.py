@@ -30,7 +30,7 @@ class Reading:
     clock: ClockState
 
     def payload(self) -> dict[str, Any]:
-        """The JSON object published in `readings/<device>` (schema: reading.json)."""
+        """The JSON object published in `readings/<device>` (schema: reading-message.json)."""
         m = self.measurement
         return {
             "id": self.id,
@@ -92,7 +92,7 @@ class Alert:
     evidence: list[str] = field(default_factory=list)
 
     def payload(self) -> dict[str, Any]:
-        """The JSON object published on `alerts` (schema: alert.json)."""
+        """The JSON object published on `alerts` (schema: alert-event.json)."""
         return {
             "id": self.id,
             "kind": self.kind.value,

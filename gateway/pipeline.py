@@ -24,7 +24,7 @@ from drivers.measurement import MalformedPacket, Measurement
 from gateway.clock import ClockWatch
 from gateway.config import Config
 from gateway.devices import DeviceRegistry
-from gateway.model import Alert, Reading
+from gateway.model import Alert, ClockState, Reading
 from gateway.rules.engine import RuleEngine
 from gateway.store import StoreThread
 
@@ -37,6 +37,7 @@ class _Pending:
     subject: str | None
     measurement: Measurement
     received_at: datetime
+    clock: ClockState
 
 
 class Pipeline:
@@ -63,6 +64,9 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._next_seq = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        #: Alert changes whose commit failed: saved before anything newer.
+        self._unsaved_alerts: list[Alert] = []
         self.counters: dict[str, int] = {}
 
     async def start(self) -> None:
@@ -70,15 +74,13 @@ class Pipeline:
         self._task = asyncio.create_task(self._run(), name="pipeline")
 
     async def stop(self) -> None:
-        """Commit whatever is queued, then stop."""
+        """Commit whatever is queued, then stop. The flush task is asked to finish, not
+        cancelled: a commit cut off half-way would be committed twice."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
             self._task = None
-        await self._flush()
 
     # --- SessionListener -----------------------------------------------------------
 
@@ -88,7 +90,10 @@ class Pipeline:
             self._count("readings_from_unbound_device")
             return
         now = datetime.now(UTC)
-        self._pending.extend(_Pending(status.id, status.subject, m, now) for m in measurements)
+        clock = self._clock.state
+        self._pending.extend(
+            _Pending(status.id, status.subject, m, now, clock) for m in measurements
+        )
         self._devices.note_values(status, list(measurements))
         self._wake.set()
 
@@ -129,7 +134,8 @@ class Pipeline:
     def on_signal(self, address: str, rssi: int | None) -> None:
         status = self._devices.get(address)
         if status is not None:
-            status.rssi = rssi
+            if rssi is not None:  # a packet without signal strength keeps the last one
+                status.rssi = rssi
             self._devices.heard(status)
 
     # --- the flush task --------------------------------------------------------------
@@ -141,17 +147,23 @@ class Pipeline:
         wait_s = self._config.store.batch_wait_ms / 1000
         while True:
             await self._wake.wait()
-            if len(self._pending) < self._config.store.batch_max and wait_s > 0:
+            gather = not self._stopping and len(self._pending) < self._config.store.batch_max
+            if gather and wait_s > 0:
                 await asyncio.sleep(wait_s)  # let a burst gather into one transaction
             self._wake.clear()
             try:
                 await self._flush()
             except Exception:  # a disk error must not stop collection for good
-                log.exception("committing readings failed; will retry")
+                log.exception("committing to the store failed; will retry")
+                if self._stopping:
+                    return
                 await asyncio.sleep(1.0)
                 self._wake.set()
+            if self._stopping:
+                return
 
     async def _flush(self) -> None:
+        await self._save_alerts()
         while self._pending:
             batch = self._pending[: self._config.store.batch_max]
             readings = [self._reading(p, self._next_seq + i) for i, p in enumerate(batch)]
@@ -163,7 +175,8 @@ class Pipeline:
             self._on_committed()
             alerts = self._rules.evaluate(readings)
             if alerts:
-                await self._store.call(self._store.store.save_alert_events, alerts)
+                self._unsaved_alerts.extend(alerts)
+                await self._save_alerts()
                 for alert in alerts:
                     log.warning(
                         "alert",
@@ -177,6 +190,11 @@ class Pipeline:
                     )
                 self._on_alerts(alerts)
 
+    async def _save_alerts(self) -> None:
+        if self._unsaved_alerts:
+            await self._store.call(self._store.store.save_alert_events, self._unsaved_alerts)
+            self._unsaved_alerts = []
+
     def _reading(self, pending: _Pending, seq: int) -> Reading:
         return Reading(
             seq=seq,
@@ -185,5 +203,5 @@ class Pipeline:
             subject=pending.subject,
             measurement=pending.measurement,
             received_at=pending.received_at,
-            clock=self._clock.state,
+            clock=pending.clock,
         )

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -63,7 +64,7 @@ class UplinkHealth:
 
 @dataclass
 class _Inflight:
-    kind: str  # "readings" | "alert_event" | "other"
+    kind: str  # "live" | "backlog" (readings), "alert_event", or "other" (retained sets)
     seqs: list[int] = field(default_factory=list)
 
 
@@ -103,20 +104,20 @@ class Uplink:
         self._task = asyncio.create_task(self._run(), name="uplink")
 
     async def stop(self) -> None:
-        """Say offline (retained) if connected, then disconnect."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Say offline (retained) if connected, then disconnect. A clean disconnect
+        suppresses the Last Will, so the offline status has to be published here."""
         client = self._client
         if client is not None and self.health.state is BrokerState.CONNECTED:
             info = client.publish(
                 self._topic("status"), self._offline_payload(), qos=1, retain=True
             )
-            await asyncio.to_thread(info.wait_for_publish, 2.0)
+            with contextlib.suppress(RuntimeError, ValueError):  # connection already gone
+                await asyncio.to_thread(info.wait_for_publish, 2.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         await self._drop_client()
 
     def wake(self) -> None:
@@ -179,7 +180,10 @@ class Uplink:
         connected: asyncio.Future[ReasonCode] = loop.create_future()
         self._generation += 1
         self._lost = asyncio.Event()
-        client = self._new_client(connected)
+        try:
+            client = self._new_client(connected)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise UplinkError(f"cannot set up the connection: {exc}") from exc
         self._client = client
         try:
             await asyncio.to_thread(
@@ -189,7 +193,8 @@ class Uplink:
             raise UplinkError(f"cannot reach {self._mqtt.host}:{self._mqtt.port}: {exc}") from exc
         client.loop_start()
         try:
-            code = await asyncio.wait_for(connected, timeout=10.0)
+            async with asyncio.timeout(10.0):
+                code = await connected
         except TimeoutError:
             raise UplinkError("no CONNACK from the broker within 10 s") from None
         if code.is_failure:
@@ -283,7 +288,8 @@ class Uplink:
             if room > 0:
                 rows = await self._store.call(store.undelivered, cursors["live"], _FETCH)
                 room -= self._publish_readings(rows, cursors, "live", room, backlog=False)
-            backlog_room = min(room, self._mqtt.max_inflight // 2 - self._backlog_inflight())
+            backlog_share = max(1, self._mqtt.max_inflight // 2)
+            backlog_room = min(room, backlog_share - self._backlog_inflight())
             if backlog_room > 0 and cursors["backlog"] < live_floor:
                 rows = await self._store.call(
                     store.undelivered, cursors["backlog"], _FETCH, live_floor
@@ -296,10 +302,11 @@ class Uplink:
                 self._publish(self._topic("status"), self._status_payload(), retain=True)
                 next_status = now + self._mqtt.status_interval_s
             self.health.inflight = len(self._inflight)
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, next_status - now))
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that lands as its timeout fires, and stop() would hang.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.05, next_status - now)):
+                    await self._wake.wait()
 
     def _backlog_inflight(self) -> int:
         return sum(1 for f in self._inflight.values() if f.kind == "backlog")

@@ -19,7 +19,7 @@ id bedside >/dev/null 2>&1 || useradd --system --home-dir /var/lib/bedside-gatew
 
 mkdir -p "$PREFIX" "$CONF"
 rm -rf "$PREFIX/src" && cp -r "$SRC" "$PREFIX/src" && rm -rf "$PREFIX/src/.venv" "$PREFIX/src/.git"
-cp -r "$SRC/docs" "$PREFIX/docs"
+rm -rf "$PREFIX/docs" && cp -r "$SRC/docs" "$PREFIX/docs"
 [ -d "$PREFIX/venv" ] || python3 -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/pip" install --quiet --upgrade pip
 "$PREFIX/venv/bin/pip" install --quiet "$PREFIX/src"
@@ -34,5 +34,9 @@ chown -R root:bedside "$CONF" && chmod 0750 "$CONF"
 install -m 0644 "$SRC/systemd/bedside-gateway.service" /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable bedside-gateway.service
-"$PREFIX/venv/bin/bedside-gateway" check-config "$CONF/gateway.toml" && systemctl restart bedside-gateway
+if ! "$PREFIX/venv/bin/bedside-gateway" check-config "$CONF/gateway.toml"; then
+  echo "fix $CONF/gateway.toml, then: systemctl restart bedside-gateway"
+  exit 1
+fi
+systemctl restart bedside-gateway
 systemctl --no-pager status bedside-gateway | head -5 || true

@@ -80,13 +80,13 @@ def measure(service: GatewayService, *measurements: Measurement) -> None:
     service.pipeline.on_measurements(PORT_PATH, measurements)
 
 
-async def until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+async def until(predicate: Callable[[], object], within_s: float = 20.0, what: str = "") -> None:
+    try:
+        async with asyncio.timeout(within_s):
+            while not predicate():  # noqa: ASYNC110 - state set by broker threads
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None
 
 
 @pytest.mark.asyncio
@@ -171,9 +171,7 @@ async def test_tls_to_the_broker(
     ).start()
     try:
         sub = Subscriber(broker.port, "vitals/v1/#", ca_file=ca).start()
-        config = write_config(
-            tmp_path, broker.port, devices=DEVICE, mqtt_extra=f'ca_file = "{ca}"'
-        )
+        config = write_config(tmp_path, broker.port, devices=DEVICE, mqtt_extra=f'ca_file = "{ca}"')
         config.write_text(config.read_text().replace("mqtt://", "mqtts://"))
         service = await gateway_in_process(config)
         measure(service, Measurement(Metric.BODY_TEMPERATURE, 37.5, site=Site.AXILLARY))
@@ -263,7 +261,21 @@ async def test_the_last_will_says_offline_when_the_gateway_dies(
     await until(lambda: sub.snapshot("/status")[-1][1]["state"] == "offline", what="the will")
     late = Subscriber(mosquitto.port, f"{ROOT}/status").start()
     await until(lambda: late.snapshot(), what="the retained status")
-    topic, payload, retained = late.snapshot()[-1]
+    _, payload, retained = late.snapshot()[-1]
     assert retained and payload == {"gateway": "gw-test", "state": "offline"}
     late.stop()
     sub.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_clean_stop_leaves_the_retained_status_offline(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    service = GatewayService(load_config(write_config(tmp_path, mosquitto.port, devices=DEVICE)))
+    await service.start()
+    await until(lambda: service.uplink.health.state.value == "connected", what="connected")
+    await service.stop()  # a clean disconnect: the broker does not send the Last Will
+    late = Subscriber(mosquitto.port, f"{ROOT}/status").start()
+    await until(lambda: late.snapshot(), what="the retained status")
+    assert late.snapshot()[-1][1] == {"gateway": "gw-test", "state": "offline"}
+    late.stop()
