@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 
 from drivers.measurement import Site
 
-BLE_KINDS = ("hts", "plx")
+GATT_KINDS = ("hts", "plx")  # connected Bluetooth devices
+ADVERT_KINDS = ("bthome", "mibeacon")  # Bluetooth sensors that only advertise
+BLE_KINDS = (*GATT_KINDS, *ADVERT_KINDS)
 DEVICE_KINDS = (*BLE_KINDS, "cms50")
 _ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -137,6 +139,9 @@ class DeviceConfig:
     subject: str | None = None
     site: Site | None = None
     port: str | None = None
+    #: AES key of an encrypting advertiser (BTHome key, MiBeacon bindkey). A secret:
+    #: kept out of repr, logs and every message.
+    key: bytes | None = field(default=None, repr=False)
 
     @property
     def device_id(self) -> str:
@@ -301,7 +306,7 @@ def _devices(items: Any) -> tuple[DeviceConfig, ...]:
         key = f"devices[{index}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{key}: must be a table")
-        _only(item, key, {"kind", "address", "subject", "site", "port"})
+        _only(item, key, {"kind", "address", "subject", "site", "port", "key"})
         kind = _string(item, f"{key}.kind", "", required=True)
         if kind not in DEVICE_KINDS:
             raise ConfigError(f"{key}.kind: {kind!r} is not one of {', '.join(DEVICE_KINDS)}")
@@ -329,11 +334,33 @@ def _devices(items: Any) -> tuple[DeviceConfig, ...]:
             if site_name not in Site.__members__.values():
                 raise ConfigError(f"{key}.site: {site_name!r} is not one of {_sites()}")
             site = Site(site_name)
-        device = DeviceConfig(kind, address, subject, site, address if kind == "cms50" else None)
+        device = DeviceConfig(
+            kind,
+            address,
+            subject,
+            site,
+            address if kind == "cms50" else None,
+            _key(item, kind, key),
+        )
         if any(d.device_id == device.device_id for d in out):
             raise ConfigError(f"{key}: the same device is configured twice")
         out.append(device)
     return tuple(out)
+
+
+def _key(item: dict[str, Any], kind: str, where: str) -> bytes | None:
+    """32 hex digits; required for a MiBeacon (always encrypted), optional for BTHome
+    (absent: the sensor sends in the clear; present: clear packets are refused)."""
+    value = item.get("key")
+    if value is None:
+        if kind == "mibeacon":
+            raise ConfigError(f"{where}.key: a MiBeacon needs its 32-hex-digit bindkey")
+        return None
+    if kind not in ADVERT_KINDS:
+        raise ConfigError(f"{where}.key: only bthome and mibeacon devices have a key")
+    if not (isinstance(value, str) and re.fullmatch(r"[0-9A-Fa-f]{32}", value)):
+        raise ConfigError(f"{where}.key: must be 32 hex digits (a 16-byte AES key)")
+    return bytes.fromhex(value)
 
 
 def _sites() -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.listener import SessionListener
 from drivers.serial.session import SerialOximeterSession
-from gateway.config import BLE_KINDS, Config, DeviceConfig
+from gateway.config import ADVERT_KINDS, BLE_KINDS, GATT_KINDS, Config, DeviceConfig
 
 if TYPE_CHECKING:
     from drivers.ble.adapter import BleAdapter
@@ -40,12 +40,13 @@ class DeviceSessions:
     async def start(self) -> None:
         if self._adapter_state == "starting":
             await self._open_adapter()
+        sessions: list[Session | None] = [self._advert_listener()]
         for device in self._config.devices:
-            session: Session | None
             if device.kind == "cms50":
-                session = SerialOximeterSession(device.address, self._listener)
-            else:
-                session = self._gatt_session(device)
+                sessions.append(SerialOximeterSession(device.address, self._listener))
+            elif device.kind in GATT_KINDS:
+                sessions.append(self._gatt_session(device))
+        for session in sessions:
             if session is not None:
                 await session.start()
                 self._sessions.append(session)
@@ -80,6 +81,15 @@ class DeviceSessions:
             return
         self._adapter = adapter
         self._adapter_state = "up"
+
+    def _advert_listener(self) -> Session | None:
+        """One scanner for every sensor that only advertises."""
+        bound = {d.address: (d.kind, d.key) for d in self._config.devices if d.kind in ADVERT_KINDS}
+        if self._adapter is None or not bound:
+            return None
+        from drivers.ble.adverts import AdvertListener
+
+        return AdvertListener(self._adapter, self._listener, bound)
 
     def _gatt_session(self, device: DeviceConfig) -> Session | None:
         if self._adapter is None:

@@ -116,3 +116,44 @@ def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "file not found" in result.stderr
+
+
+DOOR = """
+[gateway]
+id = "gw-1"
+township = "t"
+data_dir = "data"
+
+[[devices]]
+kind = "bthome"
+address = "54:48:E6:8F:80:A5"
+subject = "room-12"
+key = "231d39c1d7cc1ab1aee224cd096db932"
+
+[[devices]]
+kind = "mibeacon"
+address = "E4:AA:EC:81:21:AE"
+subject = "room-12"
+key = "017e52d2684779298709b117c0a75a7b"
+"""
+
+
+def test_door_sensors_take_their_key_and_keep_it_out_of_repr(tmp_path: Path) -> None:
+    bthome, mibeacon = load_config(write(tmp_path, DOOR)).devices
+    assert bthome.key == bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
+    assert bthome.device_id == "bthome-5448e68f80a5"
+    assert "231d39" not in repr(bthome) and "017e52" not in repr(mibeacon)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('key = "231d39c1d7cc1ab1aee224cd096db932"', 'key = "abc"'), r"devices\[0\].key: must be"),
+        (('key = "017e52d2684779298709b117c0a75a7b"\n', ""), r"devices\[1\].key: a MiBeacon needs"),
+    ],
+)
+def test_a_bad_door_sensor_key_is_one_clear_line(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, DOOR.replace(*change)))

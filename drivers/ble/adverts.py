@@ -1,0 +1,234 @@
+"""Sensors that only advertise (BTHome v2, Xiaomi MiBeacon door sensors), heard by one
+bleak scanner shared by all of them.
+
+Such a device has no connection: being heard is its link. The first advertisement
+reports it CONNECTED ("advertising"); every advertisement reports its signal; its
+service data goes through the device's decoder, which decrypts, drops the repeats and
+rejects replays. Devices that are not bound but look like something the gateway can
+read are remembered in `discovered`, for pairing, and never give readings.
+
+Scanning is passive where the backend allows it: the sensors need no scan request,
+and a passive scanner does not make the adapter transmit. BlueZ scans passively only
+through an advertisement monitor, which needs match patterns (the BTHome and MiBeacon
+service data below) and, bleak says, BlueZ >= 5.56 run with --experimental; without it the
+listener falls back to active scanning and logs a warning. A passive BlueZ scan reports
+only advertisements that match the patterns, so `discovered` then holds door sensors
+only; discovering GATT devices needs an active scan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from bleak import BleakScanner
+from bleak.args.bluez import OrPattern
+from bleak.assigned_numbers import AdvertisementDataType
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError
+
+from drivers.ble import mibeacon, uuids
+from drivers.ble.adapter import BleAdapter
+from drivers.ble.advert import format_mac, parse_mac
+from drivers.ble.bthome import BthomeDecoder
+from drivers.ble.mibeacon import MiBeaconDecoder
+from drivers.listener import LinkState, SessionListener
+from drivers.measurement import MalformedPacket
+
+logger = logging.getLogger(__name__)
+
+ScanningMode = Literal["active", "passive"]
+
+#: Protocol name (the device kind in the configuration) -> the service data UUID its
+#: packets come under and the decoder class.
+PROTOCOLS: dict[str, tuple[str, type[BthomeDecoder] | type[MiBeaconDecoder]]] = {
+    "bthome": (uuids.BTHOME_SERVICE_DATA, BthomeDecoder),
+    "mibeacon": (uuids.MIBEACON_SERVICE_DATA, MiBeaconDecoder),
+}
+
+#: BlueZ advertisement monitor patterns: service data whose 16-bit UUID (as sent on
+#: air, little-endian, at the start of the AD structure's value) is one of PROTOCOLS'.
+OR_PATTERNS = [
+    OrPattern(
+        0, AdvertisementDataType.SERVICE_DATA_UUID16, int(uuid[4:8], 16).to_bytes(2, "little")
+    )
+    for uuid, _ in PROTOCOLS.values()
+]
+
+#: Local name prefixes (case-insensitive) of devices recognised by name, checked after
+#: the service UUIDs.
+_NAME_PREFIXES = (("berrymed", "berrymed"), ("pc-60f", "pc60fw"), ("pc60f", "pc60fw"))
+_SERVICE_KINDS = (
+    (uuids.PULSE_OXIMETER_SERVICE, "plx"),
+    (uuids.HEALTH_THERMOMETER_SERVICE, "hts"),
+    (uuids.BERRYMED_SERVICE, "berrymed"),
+)
+
+
+def classify_advertisement(
+    name: str | None, service_uuids: Sequence[str], service_data: Mapping[str, bytes]
+) -> str | None:
+    """The device kind an advertisement suggests (bthome, mibeacon, plx, hts, berrymed,
+    pc60fw), or None. A guess to offer for pairing: a PC-60FW is known only by its name,
+    a MiBeacon only when its product id is the MCCGQ02HL door sensor."""
+    if uuids.BTHOME_SERVICE_DATA in service_data:
+        return "bthome"
+    frame = service_data.get(uuids.MIBEACON_SERVICE_DATA, b"")
+    if len(frame) >= 4 and int.from_bytes(frame[2:4], "little") == mibeacon.MCCGQ02HL:
+        return "mibeacon"
+    for service_uuid, kind in _SERVICE_KINDS:
+        if service_uuid in service_uuids:
+            return kind
+    lowered = (name or "").lower()
+    return next((kind for prefix, kind in _NAME_PREFIXES if lowered.startswith(prefix)), None)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredDevice:
+    kind: str
+    name: str | None
+    rssi: int | None
+    last_seen: float  # time.monotonic()
+
+
+@dataclass(slots=True)
+class _Bound:
+    service_uuid: str
+    decoder: BthomeDecoder | MiBeaconDecoder
+    heard: bool = False
+    #: The last service data the decoder refused: the radio repeats an advertisement
+    #: many times, and one report of each bad packet is enough.
+    last_rejected: bytes | None = None
+
+
+class AdvertListener:
+    """One scanner for every advertisement-only device.
+
+    `devices` maps each bound address to its protocol ("bthome" or "mibeacon") and its
+    16-byte key (None for an unencrypted BTHome sensor). Raises ValueError on an unknown
+    protocol, a bad address or a key that is not 16 bytes. Reports to `listener`, keyed
+    by the address in upper-case colon form: on_link_state, on_signal, on_measurements
+    and on_malformed (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        adapter: BleAdapter,
+        listener: SessionListener,
+        devices: Mapping[str, tuple[str, bytes | None]],
+        *,
+        scanning_mode: ScanningMode = "passive",
+    ) -> None:
+        self._adapter = adapter
+        self._listener = listener
+        self._bound: dict[str, _Bound] = {}
+        for address, (protocol, key) in devices.items():
+            if protocol not in PROTOCOLS:
+                raise ValueError(
+                    f"{address}: unknown advertisement protocol {protocol!r}; "
+                    f"choose one of {', '.join(PROTOCOLS)}"
+                )
+            service_uuid, decoder_class = PROTOCOLS[protocol]
+            mac = format_mac(parse_mac(address))  # as bleak reports it on Linux
+            self._bound[mac] = _Bound(service_uuid, decoder_class(key, mac))
+        self._requested_mode: ScanningMode = scanning_mode
+        #: The mode in use once started: passive may have fallen back to active.
+        self.scanning_mode: ScanningMode | None = None
+        #: Unbound devices worth pairing, by address.
+        self.discovered: dict[str, DiscoveredDevice] = {}
+        #: When anything at all was last heard (time.monotonic()), for a watchdog.
+        self.last_advert_at: float | None = None
+        self._scanner: BleakScanner | None = None
+
+    async def start(self) -> None:
+        """Raises BleakError when the adapter cannot scan at all."""
+        if self._scanner is not None:
+            return
+        mode = self._requested_mode
+        scanner = self._new_scanner(mode)
+        try:
+            await scanner.start()
+        except BleakError as error:
+            if mode != "passive":
+                raise
+            logger.warning("passive scanning unavailable (%s); scanning actively", error)
+            mode = "active"
+            scanner = self._new_scanner(mode)
+            await scanner.start()
+        self._scanner = scanner
+        self.scanning_mode = mode
+
+    async def stop(self) -> None:
+        """Stop scanning; every device heard is reported DISCONNECTED."""
+        if self._scanner is None:
+            return
+        scanner, self._scanner = self._scanner, None
+        self.scanning_mode = None
+        with contextlib.suppress(BleakError):  # the adapter may be gone already
+            await scanner.stop()
+        for address, bound in self._bound.items():
+            if bound.heard:
+                bound.heard = False
+                self._listener.on_link_state(address, LinkState.DISCONNECTED, "listener stopped")
+
+    async def __aenter__(self) -> AdvertListener:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def _new_scanner(self, mode: ScanningMode) -> BleakScanner:
+        kwargs = self._adapter.scanner_kwargs()
+        if mode == "passive":  # other backends ignore the bluez arguments
+            kwargs["bluez"] = {**kwargs.get("bluez", {}), "or_patterns": OR_PATTERNS}
+        return BleakScanner(self._on_advertisement, scanning_mode=mode, **kwargs)
+
+    def _on_advertisement(self, device: BLEDevice, advertisement: AdvertisementData) -> None:
+        now = time.monotonic()
+        self.last_advert_at = now
+        address = device.address.upper()
+        try:
+            bound = self._bound.get(address)
+            if bound is None:
+                self._discover(address, advertisement, now)
+            else:
+                self._receive(address, bound, advertisement, now)
+        except Exception:  # a bug must not stop the scanner's callbacks
+            logger.exception("advertisement from %s could not be handled", address)
+
+    def _receive(
+        self, address: str, bound: _Bound, advertisement: AdvertisementData, now: float
+    ) -> None:
+        if not bound.heard:
+            bound.heard = True
+            self._listener.on_link_state(address, LinkState.CONNECTED, "advertising")
+        self._listener.on_signal(address, advertisement.rssi)
+        raw = advertisement.service_data.get(bound.service_uuid)
+        if raw is None:
+            return
+        try:
+            measurements = bound.decoder.feed(raw, now)
+        except MalformedPacket as error:
+            if raw != bound.last_rejected:
+                bound.last_rejected = raw
+                self._listener.on_malformed(address, error, raw)
+            return
+        bound.last_rejected = None
+        if measurements:
+            self._listener.on_measurements(address, measurements)
+
+    def _discover(self, address: str, advertisement: AdvertisementData, now: float) -> None:
+        previous = self.discovered.get(address)
+        # Names come in some advertisements only (or in scan responses).
+        name = advertisement.local_name or (previous.name if previous else None)
+        kind = classify_advertisement(name, advertisement.service_uuids, advertisement.service_data)
+        if kind is None and previous is not None:
+            kind = previous.kind  # an advertisement without the telling part still counts
+        if kind is not None:
+            self.discovered[address] = DiscoveredDevice(kind, name, advertisement.rssi, now)

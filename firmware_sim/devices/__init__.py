@@ -1,0 +1,1 @@
+"""Simulated Bluetooth devices: bumble GATT servers speaking the standard profiles."""

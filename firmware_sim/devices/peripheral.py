@@ -1,0 +1,216 @@
+"""What every simulated Bluetooth peripheral does, whatever it measures.
+
+A peripheral is a bumble `Device` with its own controller on the shared virtual link.
+It advertises while it is in range and unconnected, drops its link and falls silent while
+the scenario takes it out of range, and sends one reading per period to its subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine
+from typing import Any
+
+from bumble import gatt, hci
+from bumble.core import UUID, AdvertisingData
+from bumble.device import AdvertisingType, Connection, Device
+from bumble.host import Host
+from bumble.link import LocalLink
+from bumble.profiles.battery_service import BatteryService
+from bumble.profiles.device_information_service import DeviceInformationService
+from bumble.transport.common import AsyncPipeSink
+
+from firmware_sim.ble_radio import VirtualController
+from firmware_sim.scenarios import in_range
+
+logger = logging.getLogger(__name__)
+
+MANUFACTURER = "Bedside Sim"
+FIRMWARE_REVISION = "1.0.0"
+#: Real time between two looks at the scenario (range, advertising, due readings).
+_TICK_SECONDS = 0.02
+
+
+class ScenarioClock:
+    """Scenario seconds since start; `speed` scenario seconds pass per real second."""
+
+    def __init__(self, speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, not {speed}")
+        self.speed = speed
+        self._start = asyncio.get_running_loop().time()
+
+    def now(self) -> float:
+        return (asyncio.get_running_loop().time() - self._start) * self.speed
+
+
+class SimulatedPeripheral(ABC):
+    """Lifecycle shared by the simulated devices; subclasses supply services and bytes.
+
+    `period` is in scenario seconds. With `malformed_every=N` every Nth measurement
+    packet is cut to 3 bytes, too short for any of the profiles' measurements.
+    """
+
+    def __init__(
+        self,
+        link: LocalLink,
+        address: str,
+        *,
+        name: str,
+        model: str,
+        service_uuid: UUID,
+        measurement: gatt.Characteristic[bytes],
+        services: list[gatt.Service],
+        scenario: str,
+        clock: ScenarioClock,
+        period: float,
+        malformed_every: int | None = None,
+        advertising_interval_ms: float = 50.0,
+    ) -> None:
+        if period <= 0:
+            raise ValueError(f"period must be positive, not {period}")
+        if malformed_every is not None and malformed_every < 1:
+            raise ValueError(f"malformed_every must be at least 1, not {malformed_every}")
+        if not 20.0 <= advertising_interval_ms <= 10240.0:
+            raise ValueError("advertising interval must be 20 ms to 10.24 s")
+        self.address = address
+        self.name = name
+        self.scenario = scenario
+        self._clock = clock
+        self._period = period
+        self._malformed_every = malformed_every
+        self._advertising_interval_ms = advertising_interval_ms
+        self._measurement = measurement
+        self._battery = BatteryService(lambda _connection: self.battery_level())
+        self._notified_battery = self.battery_level()
+        self._advertising_data = bytes(
+            AdvertisingData(
+                [
+                    (
+                        AdvertisingData.Type.FLAGS,
+                        bytes(
+                            [
+                                AdvertisingData.LE_GENERAL_DISCOVERABLE_MODE_FLAG
+                                | AdvertisingData.BR_EDR_NOT_SUPPORTED_FLAG
+                            ]
+                        ),
+                    ),
+                    (AdvertisingData.Type.COMPLETE_LOCAL_NAME, name.encode()),
+                    (
+                        AdvertisingData.Type.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
+                        service_uuid.to_bytes(),
+                    ),
+                ]
+            )
+        )
+        if len(self._advertising_data) > 31:
+            raise ValueError(f"advertising data of {name!r} exceeds 31 bytes")
+        self._controller = VirtualController(name, link=link)
+        self.device = Device(
+            name=name,
+            address=hci.Address(address),
+            host=Host(self._controller, AsyncPipeSink(self._controller)),
+        )
+        self.device.add_services(
+            [
+                *services,
+                self._battery,
+                DeviceInformationService(
+                    manufacturer_name=MANUFACTURER,
+                    model_number=model,
+                    serial_number=address.replace(":", ""),
+                    firmware_revision=FIRMWARE_REVISION,
+                ),
+            ]
+        )
+        self._in_range = True
+        self._stopping = False
+        self._sent = 0
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @abstractmethod
+    def reading(self, t: float) -> bytes:
+        """The measurement packet for scenario time t."""
+
+    def battery_level(self) -> int:
+        """Percent; drains one point per scenario minute, down to 5."""
+        return max(5, 95 - int(self._clock.now() // 60))
+
+    async def start(self) -> None:
+        await self.device.power_on()
+        self._task = asyncio.create_task(self._run(), name=f"simulated {self.name}")
+
+    async def stop(self) -> None:
+        """Power off: stop sending, drop the link, leave the radio."""
+        # The flag ends the loop even when a cancel is lost: Python 3.11's
+        # asyncio.wait_for, used throughout bumble, swallows one that races a result.
+        self._stopping = True
+        tasks = [*self._pending, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._task = None
+        self._controller.detach()
+
+    @property
+    def connection(self) -> Connection | None:
+        return next(iter(self.device.connections.values()), None)
+
+    async def _run(self) -> None:
+        next_reading = 0.0
+        while not self._stopping:
+            t = self._clock.now()
+            await self._follow_range(in_range(self.scenario, t))
+            if t >= next_reading:
+                next_reading = max(next_reading + self._period, t)
+                if self._in_range:
+                    await self._send_reading(t)
+            await asyncio.sleep(_TICK_SECONDS)
+
+    async def _follow_range(self, reachable: bool) -> None:
+        if reachable != self._in_range:
+            self._in_range = reachable
+            where = "back in range" if reachable else "out of range"
+            logger.info("%s %s %s", self.name, self.address, where)
+            if not reachable:
+                await self.device.stop_advertising()
+                if (connection := self.connection) is not None:
+                    await connection.disconnect(hci.HCI_CONNECTION_TIMEOUT_ERROR)
+        if reachable and self.connection is None and not self.device.is_advertising:
+            await self.device.start_advertising(
+                advertising_type=AdvertisingType.UNDIRECTED_CONNECTABLE_SCANNABLE,
+                advertising_data=self._advertising_data,
+                advertising_interval_min=self._advertising_interval_ms,
+                advertising_interval_max=self._advertising_interval_ms,
+            )
+
+    async def _send_reading(self, t: float) -> None:
+        self._sent += 1
+        packet = self.reading(t)
+        if self._malformed_every and self._sent % self._malformed_every == 0:
+            packet = packet[:3]
+        if self._measurement.properties & gatt.Characteristic.Properties.INDICATE:
+            # An indication waits for the confirmation (or 30 s once the link is gone):
+            # never let it hold up the clock.
+            self._spawn(self.device.indicate_subscribers(self._measurement, packet))
+        else:
+            await self.device.notify_subscribers(self._measurement, packet)
+        if (level := self.battery_level()) != self._notified_battery:
+            self._notified_battery = level
+            await self.device.notify_subscribers(self._battery.battery_level_characteristic)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._pending.add(task)
+        task.add_done_callback(self._sent_or_failed)
+
+    def _sent_or_failed(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.debug("%s: indication not confirmed: %s", self.name, error)
