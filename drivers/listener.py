@@ -25,6 +25,10 @@ class SessionListener(Protocol):
     def on_measurements(self, address: str, measurements: Sequence[Measurement]) -> None:
         """Decoded values from one packet (or one reduced window)."""
 
+    def on_live(self, address: str, measurements: Sequence[Measurement]) -> None:
+        """Values to show as they change but never to keep as readings: a thermometer's
+        in-progress display (0x2A1E) while it settles."""
+
     def on_link_state(self, address: str, state: LinkState, detail: str = "") -> None:
         """The connection changed; `detail` is a short human-readable reason."""
 

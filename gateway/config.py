@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from drivers.measurement import Site
 
-GATT_KINDS = ("hts", "plx")  # connected Bluetooth devices
+GATT_KINDS = ("hts", "plx", "berrymed", "pc60fw")  # connected Bluetooth devices
 ADVERT_KINDS = ("bthome", "mibeacon")  # Bluetooth sensors that only advertise
 BLE_KINDS = (*GATT_KINDS, *ADVERT_KINDS)
 DEVICE_KINDS = (*BLE_KINDS, "cms50")
@@ -81,6 +81,8 @@ class BluetoothSection:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     connect_timeout_s: float = 10.0
+    #: Connections the adapter may hold at once (a Pi's controller manages 5-10).
+    max_connections: int = 5
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None
         batch_wait_ms=_number(st, "store.batch_wait_ms", 20.0, minimum=0.0),
     )
     bt = _table(raw, "bluetooth")
-    _only(bt, "bluetooth", {"adapter", "reconnect_min_s", "reconnect_max_s", "connect_timeout_s"})
+    _only(bt, "bluetooth", set(BluetoothSection.__dataclass_fields__))
     adapter = _string(bt, "bluetooth.adapter", "bluez")
     if not (re.fullmatch(r"bluez(:hci\d+)?", adapter) or re.fullmatch(r"bumble:.+", adapter)):
         raise ConfigError(
@@ -216,6 +218,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None
         reconnect_min_s=_number(bt, "bluetooth.reconnect_min_s", 1.0, minimum=0.01),
         reconnect_max_s=_number(bt, "bluetooth.reconnect_max_s", 60.0, minimum=0.01),
         connect_timeout_s=_number(bt, "bluetooth.connect_timeout_s", 10.0, minimum=0.1),
+        max_connections=int(_number(bt, "bluetooth.max_connections", 5, minimum=1, integer=True)),
     )
     wb = _table(raw, "web")
     _only(wb, "web", {"listen"})

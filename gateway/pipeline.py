@@ -97,6 +97,11 @@ class Pipeline:
         self._devices.note_values(status, list(measurements))
         self._wake.set()
 
+    def on_live(self, address: str, measurements: Sequence[Measurement]) -> None:
+        status = self._devices.get(address)
+        if status is not None:
+            self._devices.note_values(status, list(measurements))
+
     def on_link_state(self, address: str, state: LinkState, detail: str = "") -> None:
         status = self._devices.get(address)
         if status is None:
