@@ -162,13 +162,7 @@ class Store:
         ]
 
     def mark_delivered(self, seqs: Iterable[int]) -> None:
-        seqs = list(seqs)
-        if not seqs:
-            return
-        with self._transaction():
-            self._conn.executemany(
-                "UPDATE readings SET delivered = 1 WHERE seq = ?", ((s,) for s in seqs)
-            )
+        self._mark_delivered("readings", seqs)
 
     def recent_readings(self, limit: int, device: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT payload, delivered FROM readings"
@@ -222,13 +216,13 @@ class Store:
         return [OutboxRow(seq, alert_id, json.loads(p)) for seq, alert_id, p in rows]
 
     def mark_alert_events_delivered(self, seqs: Iterable[int]) -> None:
-        seqs = list(seqs)
-        if not seqs:
-            return
-        with self._transaction():
-            self._conn.executemany(
-                "UPDATE alert_events SET delivered = 1 WHERE seq = ?", ((s,) for s in seqs)
-            )
+        self._mark_delivered("alert_events", seqs)
+
+    def _mark_delivered(self, table: str, seqs: Iterable[int]) -> None:
+        rows = [(s,) for s in seqs]
+        if rows:
+            with self._transaction():
+                self._conn.executemany(f"UPDATE {table} SET delivered = 1 WHERE seq = ?", rows)
 
     # --- devices, counters, audit ----------------------------------------------------
 

@@ -8,7 +8,7 @@ import re
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from drivers.measurement import MalformedPacket
+from drivers.measurement import MalformedPacket, Measurement
 
 MIC_LENGTH = 4
 _MAC = re.compile(r"[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}")
@@ -79,3 +79,25 @@ class AdvertFilter:
             self._last_id = packet_id
             return True
         return False
+
+
+class AdvertDecoder:
+    """One per device: decrypts, rejects replays and drops repeated advertisements.
+    Subclasses say how a packet parses and which number identifies it."""
+
+    def __init__(self, key: bytes | None, mac: str) -> None:
+        self._key = None if key is None else check_key(key)
+        parse_mac(mac)
+        self._mac = mac
+        self._filter = AdvertFilter()
+
+    def feed(self, service_data: bytes, now: float) -> list[Measurement]:
+        """`now` is a monotonic time in seconds. [] for a repeat of the last packet."""
+        measurements, packet_id, counter = self._parse(service_data)
+        if not self._filter.accept(now, packet_id, counter):
+            return []
+        return measurements
+
+    def _parse(self, service_data: bytes) -> tuple[list[Measurement], int | None, int | None]:
+        """The packet's measurements, its packet id and its encryption counter."""
+        raise NotImplementedError

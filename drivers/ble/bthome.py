@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.ble.advert import MIC_LENGTH, AdvertFilter, ccm_decrypt, check_key, parse_mac
+from drivers.ble.advert import MIC_LENGTH, AdvertDecoder, ccm_decrypt, parse_mac
 from drivers.ble.battery import battery_measurement
 from drivers.measurement import MalformedPacket, Measurement, Metric
 
@@ -127,18 +127,7 @@ def _parse_objects(payload: bytes) -> tuple[list[Measurement], int | None]:
     return measurements, packet_id
 
 
-class BthomeDecoder:
-    """One per device: decrypts, rejects replays and drops repeated advertisements."""
-
-    def __init__(self, key: bytes | None, mac: str) -> None:
-        self._key = None if key is None else check_key(key)
-        parse_mac(mac)
-        self._mac = mac
-        self._filter = AdvertFilter()
-
-    def feed(self, service_data: bytes, now: float) -> list[Measurement]:
-        """`now` is a monotonic time in seconds. [] for a repeat of the last packet."""
+class BthomeDecoder(AdvertDecoder):
+    def _parse(self, service_data: bytes) -> tuple[list[Measurement], int | None, int | None]:
         packet = parse_bthome(service_data, self._key, self._mac)
-        if not self._filter.accept(now, packet.packet_id, packet.counter):
-            return []
-        return packet.measurements
+        return packet.measurements, packet.packet_id, packet.counter

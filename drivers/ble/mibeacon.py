@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 from drivers.ble.advert import (
     MIC_LENGTH,
-    AdvertFilter,
+    AdvertDecoder,
     ccm_decrypt,
-    check_key,
     format_mac,
     parse_mac,
 )
@@ -130,19 +129,9 @@ def _parse_objects(payload: bytes) -> tuple[list[Measurement], bool]:
     return measurements, left_open
 
 
-class MiBeaconDecoder:
-    """One per device: decrypts, rejects replays and drops repeated advertisements
-    (the frame counter serves as the packet id)."""
+class MiBeaconDecoder(AdvertDecoder):
+    """The frame counter serves as the packet id."""
 
-    def __init__(self, key: bytes | None, mac: str) -> None:
-        self._key = None if key is None else check_key(key)
-        parse_mac(mac)
-        self._mac = mac
-        self._filter = AdvertFilter()
-
-    def feed(self, service_data: bytes, now: float) -> list[Measurement]:
-        """`now` is a monotonic time in seconds. [] for a repeat of the last packet."""
+    def _parse(self, service_data: bytes) -> tuple[list[Measurement], int | None, int | None]:
         packet = parse_mibeacon(service_data, self._key, self._mac)
-        if not self._filter.accept(now, packet.frame_counter, packet.counter):
-            return []
-        return packet.measurements
+        return packet.measurements, packet.frame_counter, packet.counter

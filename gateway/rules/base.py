@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from gateway.model import Alert, AlertKind, Reading, Severity
+from gateway.model import Alert, AlertKind, AlertState, Reading, Severity
 
 #: How many reading ids an alert carries as evidence (the most recent ones).
 EVIDENCE_LIMIT = 20
@@ -34,9 +35,51 @@ def new_alert_id(kind: AlertKind, key: str, raised_at: datetime) -> str:
     return f"{kind.value}:{key}:{int(raised_at.timestamp() * 1000)}"
 
 
-def add_evidence(alert: Alert, reading_id: str) -> None:
-    alert.evidence.append(reading_id)
+def raise_alert(
+    kind: AlertKind,
+    reading: Reading,
+    severity: Severity,
+    threshold: float,
+    evidence: list[str],
+    site: str | None = None,
+) -> Alert:
+    """A new alert caused by `reading` (the latest of `evidence`)."""
+    now = reading.received_at
+    return Alert(
+        id=new_alert_id(kind, subject_key(reading), now),
+        kind=kind,
+        subject=reading.subject,
+        device=reading.device,
+        severity=severity,
+        state=AlertState.RAISED,
+        raised_at=now,
+        updated_at=now,
+        value=float(reading.measurement.value),
+        threshold=threshold,
+        site=site,
+        evidence=evidence[-EVIDENCE_LIMIT:],
+    )
+
+
+def change_alert(
+    alert: Alert, state: AlertState, reading: Reading, severity: Severity | None = None
+) -> Alert:
+    """Move a held alert to `state` because of `reading`; returns the event to publish
+    (a copy: the rule keeps mutating the alert it holds)."""
+    alert.state = state
+    alert.value = float(reading.measurement.value)
+    alert.updated_at = reading.received_at
+    if severity is not None:
+        alert.severity = more_severe(alert.severity, severity)
+    if state is AlertState.CLEARED:
+        alert.cleared_at = reading.received_at
+    alert.evidence.append(reading.id)
     del alert.evidence[:-EVIDENCE_LIMIT]
+    return snapshot(alert)
+
+
+def snapshot(alert: Alert) -> Alert:
+    return replace(alert, evidence=list(alert.evidence))
 
 
 def more_severe(a: Severity, b: Severity) -> Severity:

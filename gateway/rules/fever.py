@@ -8,18 +8,10 @@ fever lasts, only a higher temperature is news: it updates the alert (and its gr
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from drivers.measurement import Metric
 from gateway.config import FeverRule
 from gateway.model import Alert, AlertKind, AlertState, Reading, Severity
-from gateway.rules.base import (
-    add_evidence,
-    alert_key,
-    more_severe,
-    new_alert_id,
-    subject_key,
-)
+from gateway.rules.base import alert_key, change_alert, raise_alert, snapshot, subject_key
 
 
 class FeverAlerts:
@@ -42,40 +34,16 @@ class FeverAlerts:
         value = float(m.value)
         key = subject_key(reading)
         active = self._active.get(key)
-        now = reading.received_at
         if value >= line:
             severity = Severity.HIGH if value >= self._rule.high_fever_c else Severity.WARNING
             if active is None:
-                alert = Alert(
-                    id=new_alert_id(self.kind, key, now),
-                    kind=self.kind,
-                    subject=reading.subject,
-                    device=reading.device,
-                    severity=severity,
-                    state=AlertState.RAISED,
-                    raised_at=now,
-                    updated_at=now,
-                    value=value,
-                    threshold=line,
-                    site=m.site.value,
-                    evidence=[reading.id],
-                )
+                alert = raise_alert(self.kind, reading, severity, line, [reading.id], m.site.value)
                 self._active[key] = alert
-                return [replace(alert, evidence=list(alert.evidence))]
+                return [snapshot(alert)]
             if value <= active.value:
                 return []  # still feverish, nothing new for the care team
-            active.state = AlertState.UPDATED
-            active.severity = more_severe(active.severity, severity)
-            active.value = value
-            active.updated_at = now
-            add_evidence(active, reading.id)
-            return [replace(active, evidence=list(active.evidence))]
+            return [change_alert(active, AlertState.UPDATED, reading, severity)]
         if active is None:
             return []
         del self._active[key]
-        active.state = AlertState.CLEARED
-        active.value = value
-        active.updated_at = now
-        active.cleared_at = now
-        add_evidence(active, reading.id)
-        return [active]
+        return [change_alert(active, AlertState.CLEARED, reading)]

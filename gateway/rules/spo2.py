@@ -10,13 +10,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from drivers.measurement import Metric
 from gateway.config import LowSpo2Rule
 from gateway.model import Alert, AlertKind, AlertState, Reading, Severity
-from gateway.rules.base import add_evidence, alert_key, new_alert_id, subject_key
+from gateway.rules.base import (
+    EVIDENCE_LIMIT,
+    alert_key,
+    change_alert,
+    raise_alert,
+    snapshot,
+    subject_key,
+)
 
 
 @dataclass
@@ -61,58 +68,37 @@ class LowSpo2Alerts:
                 track.breach_lowest = value
                 track.breach_ids = []
             track.breach_lowest = min(track.breach_lowest, value)
-            track.breach_ids = [*track.breach_ids, reading.id][-20:]
+            track.breach_ids.append(reading.id)
+            del track.breach_ids[:-EVIDENCE_LIMIT]
             held = (now - track.breach_since).total_seconds()
             if held >= rule.persist_s:
-                return self._raise_or_update(track, reading, value)
+                return self._raise_or_update(track, reading)
             return []
         track.breach_since = None
         if value >= rule.clear_at_or_above and track.alert is not None:
             track.recovered_since = track.recovered_since or now
             if (now - track.recovered_since).total_seconds() >= rule.clear_after_s:
-                return [self._clear(track, reading, value)]
+                return [self._clear(track, reading)]
         elif value < rule.clear_at_or_above:
             track.recovered_since = None
         return []
 
-    def _raise_or_update(self, track: _Track, reading: Reading, value: float) -> list[Alert]:
+    def _raise_or_update(self, track: _Track, reading: Reading) -> list[Alert]:
         rule = self._rule
         critical = track.breach_lowest <= rule.critical_at_or_below
         severity = Severity.CRITICAL if critical else Severity.HIGH
-        now = reading.received_at
-        alert = track.alert
-        if alert is None:
-            alert = Alert(
-                id=new_alert_id(self.kind, subject_key(reading), now),
-                kind=self.kind,
-                subject=reading.subject,
-                device=reading.device,
-                severity=severity,
-                state=AlertState.RAISED,
-                raised_at=now,
-                updated_at=now,
-                value=value,
-                threshold=rule.raise_at_or_below,
-                evidence=list(track.breach_ids),
+        if track.alert is None:
+            track.alert = raise_alert(
+                self.kind, reading, severity, rule.raise_at_or_below, track.breach_ids
             )
-            track.alert = alert
-            return [replace(alert, evidence=list(alert.evidence))]
-        if severity is Severity.CRITICAL and alert.severity is not Severity.CRITICAL:
-            alert.severity = severity
-            alert.state = AlertState.UPDATED
-            alert.value = value
-            alert.updated_at = now
-            add_evidence(alert, reading.id)
-            return [replace(alert, evidence=list(alert.evidence))]
+            return [snapshot(track.alert)]
+        if severity is Severity.CRITICAL and track.alert.severity is not Severity.CRITICAL:
+            return [change_alert(track.alert, AlertState.UPDATED, reading, severity)]
         return []
 
-    def _clear(self, track: _Track, reading: Reading, value: float) -> Alert:
+    def _clear(self, track: _Track, reading: Reading) -> Alert:
         alert = track.alert
         assert alert is not None
         track.alert = None
         track.recovered_since = None
-        alert.state = AlertState.CLEARED
-        alert.value = value
-        alert.updated_at = alert.cleared_at = reading.received_at
-        add_evidence(alert, reading.id)
-        return alert
+        return change_alert(alert, AlertState.CLEARED, reading)
