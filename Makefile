@@ -18,7 +18,7 @@ demo: setup
 test: setup
 	@$(MAKE) --no-print-directory system-packages PACKAGES="mosquitto chromium"
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check gateway drivers firmware_sim tests bench
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
