@@ -43,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check_config)
 
     demo = sub.add_parser("demo", help="simulated devices -> gateway -> broker, on this machine")
-    demo.add_argument("--broker", help="mqtt://HOST:PORT of a broker to use (default: start one)")
+    demo.add_argument(
+        "--broker",
+        help="mqtt://HOST:PORT of a broker to use, or 'builtin' for an in-process one"
+        " (default: start mosquitto if installed, else the in-process one)",
+    )
     demo.add_argument("--http", default="127.0.0.1:8080", help="status page HOST:PORT")
     demo.add_argument("--duration", type=float, help="stop after SECONDS and exit 0")
     demo.add_argument(

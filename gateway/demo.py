@@ -23,11 +23,16 @@ from gateway.logs import configure_logging
 from gateway.service import GatewayService
 from gateway.tail import tail
 
+#: `--broker builtin`: the in-process broker, also used when mosquitto is not installed.
+BUILTIN = "builtin"
 
-def demo_config(data_dir: Path, broker_url: str, http: str, ward: SimulatedWard) -> dict[str, Any]:
+
+def demo_config(
+    data_dir: Path, broker_url: str, protocol: str, http: str, ward: SimulatedWard
+) -> dict[str, Any]:
     return {
         "gateway": {"id": "demo-gw", "township": "demo-town", "data_dir": str(data_dir)},
-        "mqtt": {"url": broker_url, "status_interval_s": 10.0},
+        "mqtt": {"url": broker_url, "protocol": protocol, "status_interval_s": 10.0},
         "bluetooth": {"adapter": f"bumble:{ward.hci_spec}", "reconnect_max_s": 5.0},
         "web": {"listen": http},
         "devices": [
@@ -52,10 +57,13 @@ async def run_demo(broker_url: str | None, http: str, duration: float | None, sc
             broker_url = own_mosquitto.url
             print(f"broker: mosquitto started on {broker_url}", flush=True)
         except FileNotFoundError:
-            own_amqtt = await InProcessBroker().start()
-            broker_url = own_amqtt.url
-            print(f"broker: mosquitto is not installed; in-process broker on {broker_url}")
-    else:
+            print("broker: mosquitto is not installed", flush=True)
+            broker_url = BUILTIN
+    if broker_url == BUILTIN:
+        own_amqtt = await InProcessBroker().start()
+        broker_url = own_amqtt.url
+        print(f"broker: in-process broker (amqtt) on {broker_url}", flush=True)
+    elif own_mosquitto is None:
         print(f"broker: {broker_url}", flush=True)
 
     stop = asyncio.Event()
@@ -71,11 +79,15 @@ async def run_demo(broker_url: str | None, http: str, duration: float | None, sc
             f" oximeter {ward.oximeter_address} on {ward.hci_spec}",
             flush=True,
         )
-        config = parse_config(demo_config(Path(data_dir), broker_url, http, ward), Path(data_dir))
+        # amqtt speaks MQTT 3.1.1 only
+        protocol = "3.1.1" if own_amqtt is not None else "5"
+        config = parse_config(
+            demo_config(Path(data_dir), broker_url, protocol, http, ward), Path(data_dir)
+        )
         service = GatewayService(config)
         tail_thread = threading.Thread(
             target=tail,
-            args=(broker_url, f"{config.topic_root}/#", sys.stdout, tail_stop),
+            args=(broker_url, f"{config.topic_root}/#", sys.stdout, tail_stop, protocol),
             daemon=True,
         )
         tail_thread.start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -27,14 +26,17 @@ def tail(
     topic_filter: str = "#",
     out: TextIO = sys.stdout,
     stop: threading.Event | None = None,
-    on_ready: Callable[[], None] | None = None,
+    protocol: str = "5",
 ) -> int:
     """Print messages until `stop` is set (or forever). Returns an exit status."""
     parts = urlsplit(broker_url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         print(f"error: --broker {broker_url!r} is not mqtt://HOST:PORT", file=sys.stderr)
         return 2
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
+    )
     if parts.username:
         client.username_pw_set(parts.username, parts.password)
     if parts.scheme == "mqtts":
@@ -42,8 +44,6 @@ def tail(
 
     def on_connect(c: mqtt.Client, _u: Any, _f: Any, code: Any, _p: Any) -> None:
         c.subscribe(topic_filter, qos=1)
-        if on_ready:
-            on_ready()
 
     def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         out.write(message_line(msg.topic, bytes(msg.payload), bool(msg.retain)) + "\n")
