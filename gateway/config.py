@@ -83,6 +83,10 @@ class BluetoothSection:
     connect_timeout_s: float = 10.0
     #: Connections the adapter may hold at once (a Pi's controller manages 5-10).
     max_connections: int = 5
+    #: The adapter watchdog (drivers/ble/watchdog.py): after this long without hearing
+    #: any Bluetooth device, restart scanning; as long again, power-cycle the adapter.
+    watchdog_enabled: bool = True
+    watchdog_silence_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None
         reconnect_max_s=_number(bt, "bluetooth.reconnect_max_s", 60.0, minimum=0.01),
         connect_timeout_s=_number(bt, "bluetooth.connect_timeout_s", 10.0, minimum=0.1),
         max_connections=int(_number(bt, "bluetooth.max_connections", 5, minimum=1, integer=True)),
+        watchdog_enabled=_bool(bt, "bluetooth.watchdog_enabled", True),
+        watchdog_silence_s=_number(bt, "bluetooth.watchdog_silence_s", 300.0, minimum=10.0),
     )
     wb = _table(raw, "web")
     _only(wb, "web", {"listen"})
@@ -429,6 +435,13 @@ def _readable(path: Path | None, key: str) -> Path | None:
         except OSError as exc:
             raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
     return path
+
+
+def _bool(raw: dict[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key.rsplit(".", 1)[-1], default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false")
+    return value
 
 
 def _number(

@@ -16,6 +16,8 @@ from gateway.config import ADVERT_KINDS, BLE_KINDS, GATT_KINDS, Config, DeviceCo
 
 if TYPE_CHECKING:
     from drivers.ble.adapter import BleAdapter
+    from drivers.ble.adverts import AdvertListener
+    from drivers.ble.watchdog import AdapterWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,16 @@ class DeviceSessions:
         self._adapter_state = "starting" if uses_ble else "not used"
         self._adapter_error = ""
         self._connect_lock = asyncio.Lock()  # BlueZ queues connects too; so do we
+        #: Held by each GATT session while connected: the adapter's link limit.
+        self._connection_slots = asyncio.Semaphore(config.bluetooth.max_connections)
+        self._watchdog: AdapterWatchdog | None = None
+        self._ble_sessions: list[Session] = []
+        self._adverts: AdvertListener | None = None
 
     async def start(self) -> None:
         if self._adapter_state == "starting":
             await self._open_adapter()
+        self._watchdog = self._new_watchdog()
         sessions: list[Session | None] = [self._advert_listener()]
         for device in self._config.devices:
             if device.kind == "cms50":
@@ -50,8 +58,14 @@ class DeviceSessions:
             if session is not None:
                 await session.start()
                 self._sessions.append(session)
+        self._ble_sessions = [s for s in self._sessions if not isinstance(s, SerialOximeterSession)]
+        if self._watchdog is not None:
+            await self._watchdog.start()
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            await self._watchdog.stop()
+            self._watchdog = None
         for session in reversed(self._sessions):
             await session.stop()
         self._sessions.clear()
@@ -60,11 +74,16 @@ class DeviceSessions:
             self._adapter = None
 
     def adapter_health(self) -> dict[str, Any]:
-        return {
+        """With the watchdog on, its state and error replace the opening's, and its
+        last action and counts are added."""
+        health: dict[str, Any] = {
             "adapter": self._config.bluetooth.adapter,
             "state": self._adapter_state,
             "error": self._adapter_error,
         }
+        if self._watchdog is not None:
+            health.update(self._watchdog.health())
+        return health
 
     async def _open_adapter(self) -> None:
         # Imported only when needed: a serial-only gateway never loads bleak or bumble.
@@ -89,7 +108,8 @@ class DeviceSessions:
             return None
         from drivers.ble.adverts import AdvertListener
 
-        return AdvertListener(self._adapter, self._listener, bound)
+        self._adverts = AdvertListener(self._adapter, self._ble_listener(links=False), bound)
+        return self._adverts
 
     def _gatt_session(self, device: DeviceConfig) -> Session | None:
         if self._adapter is None:
@@ -102,9 +122,50 @@ class DeviceSessions:
             device.address,
             PROFILES[device.kind],
             self._adapter,
-            self._listener,
+            self._ble_listener(links=True),
             self._connect_lock,
+            self._connection_slots,
             configured_site=device.site,
             connect_timeout=bt.connect_timeout_s,
             backoff=Backoff(bt.reconnect_min_s, bt.reconnect_max_s),
         )
+
+    def _new_watchdog(self) -> AdapterWatchdog | None:
+        adapter, bt = self._adapter, self._config.bluetooth
+        if adapter is None or not bt.watchdog_enabled:
+            return None
+        from drivers.ble.watchdog import AdapterWatchdog
+
+        return AdapterWatchdog(
+            bt.watchdog_silence_s,
+            self._restart_ble_sessions,
+            lambda: self._power_cycle(adapter),
+            scanner_heard_at=lambda: self._adverts.last_advert_at if self._adverts else None,
+        )
+
+    def _ble_listener(self, *, links: bool) -> SessionListener:
+        """The listener for a Bluetooth session: the watchdog listens in."""
+        if self._watchdog is None:
+            return self._listener
+        return self._watchdog.listener(self._listener, links=links)
+
+    async def _restart_ble_sessions(self) -> None:
+        """The watchdog's first step: every Bluetooth session scans anew."""
+        for session in self._ble_sessions:
+            await session.stop()
+        await self._start_ble_sessions()
+
+    async def _power_cycle(self, adapter: BleAdapter) -> None:
+        for session in self._ble_sessions:
+            await session.stop()
+        try:
+            await adapter.power_cycle()
+        finally:
+            await self._start_ble_sessions()
+
+    async def _start_ble_sessions(self) -> None:
+        for session in self._ble_sessions:
+            try:
+                await session.start()
+            except Exception as exc:  # the scanner of an adapter that is still down
+                log.warning("bluetooth session did not restart", extra={"error": str(exc)})

@@ -37,7 +37,9 @@ from gateway.store import OutboxRow, StoreThread
 
 log = logging.getLogger(__name__)
 
-_FETCH = 500  # rows read from the store per round and per stream
+#: Rows read from the store per round and per stream. Enough that, with readings of
+#: many devices interleaved, each device's rows still fill whole messages.
+_FETCH_LIMIT = 2000
 
 
 class BrokerState(StrEnum):
@@ -60,6 +62,29 @@ class UplinkHealth:
     delivered_readings: int = 0
     rejected_messages: int = 0
     inflight: int = 0
+
+
+@dataclass
+class _Stream:
+    """Where one stream (live, backlog, alert events) stands in the outbox during a
+    connection: every row up to `cursor` is published; `ahead` holds rows past the
+    cursor already published (a message groups one device's rows, so rows of other
+    devices in between may still wait)."""
+
+    cursor: int
+    ahead: set[int] = field(default_factory=set)
+
+    def unpublished(self, rows: list[OutboxRow]) -> list[OutboxRow]:
+        return [r for r in rows if r.seq not in self.ahead]
+
+    def published(self, window: list[OutboxRow], seqs: list[int]) -> None:
+        """`seqs` of the rows of `window` (read after `cursor`) went out."""
+        self.ahead.update(seqs)
+        for row in window:
+            if row.seq not in self.ahead:
+                break
+            self.cursor = row.seq
+        self.ahead = {s for s in self.ahead if s > self.cursor}
 
 
 @dataclass
@@ -273,33 +298,27 @@ class Uplink:
     async def _serve_connection(self) -> None:
         store = self._store.store
         live_floor = await self._store.call(store.last_seq)
-        cursors = {"live": live_floor, "backlog": 0, "alerts": 0}
+        live, backlog, alerts = _Stream(live_floor), _Stream(0), _Stream(0)
         self._publish_devices = self._publish_active = True
-        self._publish(self._topic("status"), self._status_payload(), retain=True)
+        self._publish_json(self._topic("status"), self._status_payload(), retain=True)
         next_status = asyncio.get_running_loop().time() + self._mqtt.status_interval_s
         while True:
             if self._lost.is_set():
                 raise UplinkError(f"disconnected: {self._lost_reason}")
             self._wake.clear()
             await self._settle_acks()
-            await self._publish_alert_events(cursors)
+            await self._publish_alert_events(alerts)
             await self._publish_retained_sets()
             room = self._mqtt.max_inflight - len(self._inflight)
             if room > 0:
-                rows = await self._store.call(store.undelivered, cursors["live"], _FETCH)
-                room -= self._publish_readings(rows, cursors, "live", room, backlog=False)
+                room -= await self._publish_readings(live, None, room, backlog=False)
             backlog_share = max(1, self._mqtt.max_inflight // 2)
             backlog_room = min(room, backlog_share - self._backlog_inflight())
-            if backlog_room > 0 and cursors["backlog"] < live_floor:
-                rows = await self._store.call(
-                    store.undelivered, cursors["backlog"], _FETCH, live_floor
-                )
-                self._publish_readings(rows, cursors, "backlog", backlog_room, backlog=True)
-                if not rows:
-                    cursors["backlog"] = live_floor
+            if backlog_room > 0 and backlog.cursor < live_floor:
+                await self._publish_readings(backlog, live_floor, backlog_room, backlog=True)
             now = asyncio.get_running_loop().time()
             if now >= next_status:
-                self._publish(self._topic("status"), self._status_payload(), retain=True)
+                self._publish_json(self._topic("status"), self._status_payload(), retain=True)
                 next_status = now + self._mqtt.status_interval_s
             self.health.inflight = len(self._inflight)
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
@@ -311,77 +330,85 @@ class Uplink:
     def _backlog_inflight(self) -> int:
         return sum(1 for f in self._inflight.values() if f.kind == "backlog")
 
-    def _publish_readings(
-        self, rows: list[OutboxRow], cursors: dict[str, int], stream: str, room: int, backlog: bool
+    async def _publish_readings(
+        self, stream: _Stream, up_to: int | None, room: int, backlog: bool
     ) -> int:
-        """Publish up to `room` messages of one device's readings each, in seq order.
-        Returns the number of messages published."""
-        sent = 0
+        """Publish up to `room` messages, each of one device's readings in seq order,
+        oldest device first. Returns the number of messages published."""
         per_message = self._mqtt.readings_per_message
-        i = 0
-        while i < len(rows) and sent < room:
-            device = rows[i].device
-            batch = [rows[i]]
-            j = i + 1
-            # A message holds one device's consecutive rows; stop at another device's
-            # row so that nothing is skipped past and cursors stay exact.
-            while j < len(rows) and len(batch) < per_message and rows[j].device == device:
-                batch.append(rows[j])
-                j += 1
-            payload = {
-                "gateway": self._config.gateway.id,
-                "device": device,
-                "backlog": backlog,
-                "readings": [r.payload for r in batch],
-            }
-            self._publish(
-                self._topic(f"readings/{device}"),
-                payload,
-                inflight=_Inflight(stream, [r.seq for r in batch]),
-            )
-            cursors[stream] = batch[-1].seq
-            sent += 1
-            i = j
-        return sent
+        window = await self._store.call(
+            self._store.store.undelivered,
+            stream.cursor,
+            _FETCH_LIMIT,
+            up_to,
+        )
+        if not window and up_to is not None:
+            stream.cursor = up_to  # nothing left of the backlog
+            return 0
+        by_device: dict[str, list[OutboxRow]] = {}
+        for row in stream.unpublished(window):
+            by_device.setdefault(row.device, []).append(row)
+        batches = [
+            rows[i : i + per_message]
+            for rows in by_device.values()
+            for i in range(0, len(rows), per_message)
+        ]
+        batches.sort(key=lambda batch: batch[0].seq)
+        sent: list[int] = []
+        kind = "backlog" if backlog else "live"
+        for batch in batches[:room]:
+            device = batch[0].device
+            seqs = [r.seq for r in batch]
+            data = self._readings_message(device, backlog, [r.payload for r in batch])
+            self._publish(self._topic(f"readings/{device}"), data, inflight=_Inflight(kind, seqs))
+            sent.extend(seqs)
+        stream.published(window, sent)
+        return min(room, len(batches))
 
-    async def _publish_alert_events(self, cursors: dict[str, int]) -> None:
+    def _readings_message(self, device: str, backlog: bool, readings: list[str]) -> str:
+        """The `readings/<device>` payload. Each reading's stored JSON goes out as it
+        is: no decode and encode per reading on the way out."""
+        return (
+            f'{{"gateway":{json.dumps(self._config.gateway.id)},"device":{json.dumps(device)},'
+            f'"backlog":{json.dumps(backlog)},"readings":[{",".join(readings)}]}}'
+        )
+
+    async def _publish_alert_events(self, stream: _Stream) -> None:
         rows = await self._store.call(
-            self._store.store.undelivered_alert_events, cursors["alerts"], _FETCH
+            self._store.store.undelivered_alert_events, stream.cursor, _FETCH_LIMIT
         )
         for row in rows:
             self._publish(
                 self._topic("alerts"), row.payload, inflight=_Inflight("alert_event", [row.seq])
             )
-            cursors["alerts"] = row.seq
+        stream.published(rows, [row.seq for row in rows])
 
     async def _publish_retained_sets(self) -> None:
         if self._publish_active:
             self._publish_active = False
             active = await self._store.call(self._store.store.active_alerts)
-            self._publish(
+            self._publish_json(
                 self._topic("alerts/active"),
                 {"gateway": self._config.gateway.id, "alerts": active},
                 retain=True,
             )
         if self._publish_devices:
             self._publish_devices = False
-            self._publish(
+            self._publish_json(
                 self._topic("devices"),
                 {"gateway": self._config.gateway.id, "devices": self._devices_payload()},
                 retain=True,
             )
 
+    def _publish_json(self, topic: str, payload: object, retain: bool = False) -> None:
+        self._publish(topic, json.dumps(payload, separators=(",", ":")), retain=retain)
+
     def _publish(
-        self,
-        topic: str,
-        payload: dict[str, Any],
-        retain: bool = False,
-        inflight: _Inflight | None = None,
+        self, topic: str, data: str, retain: bool = False, inflight: _Inflight | None = None
     ) -> None:
         client = self._client
         if client is None:
             raise UplinkError("no client")
-        data = json.dumps(payload, separators=(",", ":"))
         info = client.publish(topic, data, qos=1, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise UplinkError(f"publish failed: {mqtt.error_string(info.rc)}")

@@ -1,0 +1,115 @@
+"""`python -m bench [--quick] [--readings N]`: run every measurement, print the table.
+
+Exit status 1 when a measurement failed (the table still shows the others).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime
+from importlib.metadata import version
+
+from bench import report
+from bench.runner import Outcome, run_child
+
+DEFAULT_READINGS = 30_000
+QUICK_READINGS = 3_000
+
+
+def _plan(readings: int, quick: bool) -> list[tuple[str, str, int]]:
+    """(scenario, what it is, n). The baselines are fast, so they get more work than the
+    gateway runs to be long enough to time; throughput is a rate, so the ratio holds."""
+    floor_a, floor_b, probes = (20_000, 20_000, 20) if quick else (100_000, 200_000, 200)
+    return [
+        ("import", "RSS with the gateway modules imported", 0),
+        ("sqlite", "baseline A: raw sqlite3", max(readings, floor_a)),
+        ("mqtt", "baseline B: raw paho-mqtt", max(readings, floor_b)),
+        ("mqtt-latency", "baseline B': raw publish -> subscriber latency", probes),
+        ("ingest", "gateway ingest", readings),
+        ("e2e", "gateway end to end", readings),
+        ("backlog", "gateway backlog drain + live latency", readings),
+    ]
+
+
+def _timeout(scenario: str, n: int) -> float:
+    if scenario in ("ingest", "e2e", "backlog"):
+        return 120 + n / 100  # far beyond anything measured here: a stuck run, not a slow one
+    return 120
+
+
+def _environment() -> str:
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    try:
+        first = subprocess.run(
+            [mosquitto, "-h"], capture_output=True, text=True, timeout=5
+        ).stdout.splitlines()
+        broker = first[0].removeprefix("mosquitto ") if first else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        broker = "not found"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{datetime.now().isoformat(timespec='minutes')}  {platform.node()}  "
+        f"{os.cpu_count()} CPUs, load {load}  |  Python {platform.python_version()},"
+        f" paho-mqtt {version('paho-mqtt')}, SQLite {sqlite3.sqlite_version},"
+        f" mosquitto {broker}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Gateway throughput, latency and memory vs raw sqlite3/paho baselines"
+        " measured in the same run (see bench/README.md).",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"small N ({QUICK_READINGS:,}): a smoke run"
+    )
+    parser.add_argument(
+        "--readings",
+        type=int,
+        metavar="N",
+        help=f"readings per gateway run (default {DEFAULT_READINGS:,})",
+    )
+    args = parser.parse_args(argv)
+    readings = args.readings or (QUICK_READINGS if args.quick else DEFAULT_READINGS)
+    if readings < 1:
+        parser.error("--readings must be at least 1")
+
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    env = _environment()
+    print(f"bench: {env}", file=sys.stderr, flush=True)
+    outcomes: dict[str, Outcome] = {}
+    plan = _plan(readings, args.quick)
+    started = time.monotonic()
+    for i, (scenario, what, n) in enumerate(plan, start=1):
+        size = f" (n={n:,})" if n else ""
+        print(f"[{i}/{len(plan)}] {what}{size} ...", end="", file=sys.stderr, flush=True)
+        outcome = run_child(scenario, n, _timeout(scenario, n))
+        outcomes[scenario] = outcome
+        status = f"{outcome.wall_s:.1f} s" if outcome.ok else "FAILED"
+        print(f" {status}", file=sys.stderr, flush=True)
+
+    print()
+    print(f"Gateway benchmark, {env}")
+    print(report.table(report.rows(outcomes)))
+    print()
+    print(report.headroom(outcomes))
+    print()
+    for line in report.details(outcomes):
+        print(line)
+    print(
+        f"\ntotal {time.monotonic() - started:.0f} s. Ratios are gateway / baseline;"
+        " the machine is shared, so single runs spread widely."
+    )
+    return 0 if all(o.ok for o in outcomes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
