@@ -67,6 +67,7 @@ class Pipeline:
         self._stopping = False
         #: Alert changes whose commit failed: saved before anything newer.
         self._unsaved_alerts: list[Alert] = []
+        #: Totals since start (readings accepted, malformed packets, ...).
         self.counters: dict[str, int] = {}
 
     async def start(self) -> None:

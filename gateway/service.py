@@ -68,6 +68,8 @@ class GatewayService:
         )
         self.sessions = DeviceSessions(config, self.pipeline)
         self._queue = QueueStats(0, None, 0, 0, 0)
+        #: The pipeline's counters (totals since start) as last added to the store.
+        self._persisted_counters: dict[str, int] = {}
         self._web: _EmbeddedServer | None = None
         self._web_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -169,9 +171,14 @@ class GatewayService:
                 if evicted:
                     log.error("store full: undelivered readings evicted", extra={"n": evicted})
                 next_size_check = loop.time() + _SIZE_CHECK_EVERY_S
-            if self.pipeline.counters:
-                counters, self.pipeline.counters = self.pipeline.counters, {}
-                await self.store.call(self.store.store.add_counters, counters)
+            increments = {
+                name: total - self._persisted_counters.get(name, 0)
+                for name, total in self.pipeline.counters.items()
+                if total != self._persisted_counters.get(name, 0)
+            }
+            if increments:
+                await self.store.call(self.store.store.add_counters, increments)
+                self._persisted_counters.update(self.pipeline.counters)
             systemd.notify("WATCHDOG=1")
             await asyncio.sleep(_SUPERVISE_EVERY_S)
 

@@ -279,3 +279,30 @@ async def test_a_clean_stop_leaves_the_retained_status_offline(
     await until(lambda: late.snapshot(), what="the retained status")
     assert late.snapshot()[-1][1] == {"gateway": "gw-test", "state": "offline"}
     late.stop()
+
+
+@pytest.mark.asyncio
+async def test_interleaved_devices_still_fill_whole_messages(
+    tmp_path: Path, gateway_in_process: Callable[[Path], asyncio.Future[GatewayService]]
+) -> None:
+    """Six devices handing in readings in turn: each message carries one device's
+    readings, up to readings_per_message, not just the few that happen to be adjacent."""
+    ports = [f"/dev/serial/by-id/usb-absent-{n}" for n in range(6)]
+    devices = "".join(f'[[devices]]\nkind = "cms50"\nport = "{p}"\n' for p in ports)
+    broker = Mosquitto(workdir=tmp_path / "b")  # not started yet: everything queues
+    config = write_config(tmp_path, broker.port, devices=devices, mqtt_extra="")
+    service = await gateway_in_process(config)
+    for _ in range(100):
+        for port in ports:
+            service.pipeline.on_measurements(port, [Measurement(Metric.SPO2, 97)])
+    await until(lambda: service.pipeline.counters.get("readings_accepted") == 600, what="ok")
+    broker.start()
+    sub = Subscriber(broker.port, "vitals/v1/#").start()
+    try:
+        await until(lambda: len(sub.readings()) >= 600, 30, "all 600 readings")
+        messages = [p for t, p, _ in sub.snapshot() if "/readings/" in t]
+        assert len(messages) <= 6 * 2 + 2, f"{len(messages)} messages for 600 readings"
+        assert all(len({r["device"] for r in m["readings"]}) == 1 for m in messages)
+    finally:
+        sub.stop()
+        broker.close()
