@@ -22,9 +22,8 @@ from gateway.config import load_config
 from gateway.service import GatewayService
 from tests.certs import make_ca_and_server_cert
 from tests.conftest import Subscriber, write_config
+from tests.gateway.helpers import DEVICE, PORT_PATH, until
 
-PORT_PATH = "/dev/serial/by-id/usb-absent-cms50"  # never opened successfully here
-DEVICE = f'[[devices]]\nkind = "cms50"\nport = "{PORT_PATH}"\nsubject = "bed-9"\n'
 ROOT = "vitals/v1/testtown/gw-test"
 
 
@@ -78,15 +77,6 @@ async def gateway_in_process(
 
 def measure(service: GatewayService, *measurements: Measurement) -> None:
     service.pipeline.on_measurements(PORT_PATH, measurements)
-
-
-async def until(predicate: Callable[[], object], within_s: float = 20.0, what: str = "") -> None:
-    try:
-        async with asyncio.timeout(within_s):
-            while not predicate():  # noqa: ASYNC110 - state set by broker threads
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,60 @@
+"""The status page's JSON API: what a technician's browser reads, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from drivers.measurement import Measurement, Metric, Quality
+from gateway.broker import Mosquitto
+from gateway.config import load_config
+from gateway.service import GatewayService
+from tests.conftest import write_config
+from tests.gateway.helpers import DEVICE, PORT_PATH, until
+
+
+@pytest.mark.asyncio
+async def test_the_api_reports_health_devices_and_readings(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    service = GatewayService(load_config(write_config(tmp_path, mosquitto.port, devices=DEVICE)))
+    await service.start()
+    try:
+        service.pipeline.on_measurements(
+            PORT_PATH, [Measurement(Metric.SPO2, 91, frozenset({Quality.PROBE_OFF}))]
+        )
+        await until(lambda: service.uplink.health.delivered_readings == 1, what="delivered")
+        async with httpx.AsyncClient(base_url=service.web_url) as web:
+            status = (await web.get("/api/status")).json()
+            assert status["gateway"] == "gw-test" and status["broker"]["state"] == "connected"
+            assert status["clock"] in ("synced", "unsynced")
+            (device,) = status["devices"]
+            assert device["subject"] == "bed-9"
+            assert device["last_values"]["spo2"]["quality"] == ["probe_off"]
+            readings = (await web.get("/api/readings", params={"limit": 5})).json()
+            assert readings[0]["value"] == 91 and readings[0]["delivered"] is True
+            by_device = await web.get("/api/readings", params={"device": device["id"]})
+            assert len(by_device.json()) == 1
+            page = await web.get("/")
+            assert page.status_code == 200 and "Bedside gateway" in page.text
+    finally:
+        await service.stop()
+
+
+@pytest.mark.asyncio
+async def test_bad_requests_get_clear_errors(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    service = GatewayService(load_config(write_config(tmp_path, mosquitto.port, devices=DEVICE)))
+    await service.start()
+    try:
+        async with httpx.AsyncClient(base_url=service.web_url) as web:
+            too_many = await web.get("/api/readings", params={"limit": 100000})
+            assert too_many.status_code == 422
+            assert too_many.json()["detail"][0]["loc"] == ["query", "limit"]
+            unknown = await web.get("/api/readings", params={"device": "hts-nothere"})
+            assert unknown.status_code == 404
+            assert "no device 'hts-nothere'" in unknown.json()["detail"]
+            assert (await web.get("/healthz")).json() == {"status": "ok"}
+    finally:
+        await service.stop()
