@@ -2,34 +2,44 @@
 #   make demo   simulated devices -> gateway -> broker, status page at a printed URL
 #   make test   the whole test suite (lint, types, tests), as CI runs it
 # Each does its own set-up: a virtual environment in .venv, and as root on Debian /
-# Raspberry Pi OS, mosquitto (and for the tests Chromium) through apt when absent.
+# Raspberry Pi OS, what is missing through apt: mosquitto for both; for the tests also
+# Chromium, dbus-daemon and the headers dbus-python builds against.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup system-packages lint bench clean
+.PHONY: demo test lint system-packages bench clean
 
-demo: setup
+demo: $(VENV)/.installed-run
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory system-packages PACKAGES="mosquitto" || true
 	$(BIN)/bedside-gateway demo $(DEMO_ARGS)
 
-test: setup
-	@$(MAKE) --no-print-directory system-packages PACKAGES="mosquitto chromium"
+test: $(VENV)/.installed-test
+	@$(MAKE) --no-print-directory system-packages PACKAGES="mosquitto chromium dbus-daemon"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-setup: $(STAMP)
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench
 
-$(STAMP): pyproject.toml
+$(VENV)/.created:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.installed-run: pyproject.toml $(VENV)/.created
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.created
+	@# dbus-python (the BlueZ tests) builds from source against libdbus and GLib.
+	@$(MAKE) --no-print-directory system-packages PACKAGES="build-essential pkg-config libdbus-1-dev libglib2.0-dev"
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $@ $(VENV)/.installed-run
 
 # Installs the Debian packages in PACKAGES that are missing (needs root and apt-get).
 system-packages:
@@ -41,9 +51,6 @@ system-packages:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing Debian packages:$$missing (run: sudo apt-get install -y$$missing)"; exit 1; fi; \
 	fi
-
-bench: setup
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

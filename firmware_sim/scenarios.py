@@ -8,10 +8,13 @@ simulator (BLE or serial) only has to encode what it is given.
 - hypoxia: SpO2 falls to 89-90 % after 5 s and stays there
 - probe_off: the finger leaves the probe after 3 s; values flagged, never valid lows
 - drop_and_return: the device goes out of range from 5 s to 15 s, then comes back
+
+Streaming oximeters also draw the pulse wave, `pulse_wave_at`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 SCENARIOS = ("normal", "fever", "hypoxia", "probe_off", "drop_and_return")
@@ -56,3 +59,20 @@ def thermometer_at(scenario: str, t: float) -> ThermometerSample:
     if scenario == "fever":
         return ThermometerSample(celsius=38.2)
     return ThermometerSample(celsius=36.6 + (0.1 if int(t) % 2 else 0.0))
+
+
+def beats_at(scenario: str, t: float) -> float:
+    """Heartbeats since the scenario started, counted at the pulse rate of second t;
+    the fraction is the phase of the beat under way."""
+    return t * oximeter_at(scenario, t).pulse_rate / 60
+
+
+def pulse_wave_at(scenario: str, t: float) -> float:
+    """The plethysmogram, 0-1: a fast systolic rise over the first 15 % of each beat and
+    a slower fall; flat 0 with the probe off."""
+    if oximeter_at(scenario, t).probe_off:
+        return 0.0
+    phase = beats_at(scenario, t) % 1.0
+    if phase < 0.15:
+        return math.sin(phase / 0.15 * math.pi / 2)
+    return math.exp(-(phase - 0.15) * 3.5)

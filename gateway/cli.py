@@ -1,5 +1,5 @@
 """`bedside-gateway`: run the service, check a config, run the demo, watch the broker,
-decode device bytes.
+decode device bytes, list the Bluetooth devices in range.
 
 User errors end with one line on stderr and a non-zero status, never a traceback.
 """
@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("--key", help="encryption key in hex (bthome, mibeacon)")
     decode.add_argument("--mac", help="device MAC address (bthome, mibeacon)")
     decode.set_defaults(handler=_decode)
+
+    scan = sub.add_parser("scan", help="list the Bluetooth devices in range, for binding")
+    where = scan.add_mutually_exclusive_group()
+    where.add_argument("--config", help="a configuration: its adapter and which devices it binds")
+    where.add_argument("--adapter", help="bluez (default), bluez:hciN or bumble:TRANSPORT")
+    scan.add_argument("--seconds", type=float, default=10.0, help="how long (default: 10)")
+    scan.add_argument("--json", action="store_true", help="one JSON object per device and line")
+    scan.set_defaults(handler=_scan)
     return parser
 
 
@@ -110,6 +118,12 @@ def _decode(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps([m.as_json() for m in measurements]))
     return 0
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from gateway.scan import run_scan
+
+    return run_scan(args.config, args.adapter, args.seconds, as_json=args.json)
 
 
 if __name__ == "__main__":

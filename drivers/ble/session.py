@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -24,13 +26,17 @@ from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter
 from drivers.ble.battery import parse_battery_level
 from drivers.ble.dis import DIS_STRINGS, decode_dis_string
-from drivers.ble.profiles import GattProfile, MeasurementParser
+from drivers.ble.profiles import GattProfile, MeasurementParser, MeasurementStream
 from drivers.listener import LinkState, SessionListener
 from drivers.measurement import MalformedPacket, Measurement, Site
+from drivers.reducer import OneHertzReducer
 
 logger = logging.getLogger(__name__)
 
 Parse = Callable[[bytes], list[Measurement]]
+#: `SessionListener.on_measurements` or `on_live`.
+Report = Callable[[str, Sequence[Measurement]], None]
+Notified = Callable[[BleakGATTCharacteristic, bytearray], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +54,23 @@ class Backoff:
 
 class GattSession:
     """Finds the device by address, connects, reads its identity, battery and site,
-    subscribes to the profile's measurements and reports everything to the listener;
+    subscribes to the profile's characteristics and reports everything to the listener;
     after a failure or a drop it tries again with backoff until stopped.
 
     Connects of all sessions share `connect_lock` (adapters handle one at a time);
-    scanning for a device that is away does not hold it.
+    scanning for a device that is away does not hold it. A session holds one of the
+    adapter's `connection_slots` from its scan until its link ends, and waits for one
+    without holding anything else, so a full adapter delays only the sessions that
+    have no slot.
+
+    Identity (Device Information and the profile's `info` characteristics) is read on
+    the first connection only and kept in `device_info`. A Battery Level the device
+    does not notify is read every `battery_poll_s` while connected.
+
+    Byte streams are decoded per connection and reduced to one reading per second per
+    metric; what their decoders drop is reported as one summary `on_malformed` at most
+    every `malformed_summary_s` per connection, and once more when the connection ends.
+    The raw bytes reported are the last notification that held dropped bytes.
     """
 
     def __init__(
@@ -62,23 +80,32 @@ class GattSession:
         adapter: BleAdapter,
         listener: SessionListener,
         connect_lock: asyncio.Lock,
+        connection_slots: asyncio.Semaphore,
         *,
         configured_site: Site | None = None,
         scan_timeout: float = 10.0,
         connect_timeout: float = 20.0,
         backoff: Backoff = Backoff(),
+        battery_poll_s: float = 600.0,
+        malformed_summary_s: float = 60.0,
     ) -> None:
         self.address = address
         self.profile = profile
         self._adapter = adapter
         self._listener = listener
         self._connect_lock = connect_lock
+        self._slots = connection_slots
         self._configured_site = configured_site
         self._scan_timeout = scan_timeout
         self._connect_timeout = connect_timeout
         self._backoff = backoff
+        self._battery_poll_s = battery_poll_s
+        self._malformed_summary_s = malformed_summary_s
         self._state: LinkState | None = None
         self._task: asyncio.Task[None] | None = None
+        self._streams: list[_Stream] = []
+        #: Identity read from the device; None until a connection has read it.
+        self.device_info: dict[str, str] | None = None
 
     @property
     def state(self) -> LinkState | None:
@@ -112,8 +139,14 @@ class GattSession:
             await asyncio.sleep(self._backoff.delay(failures))
 
     async def _attempt(self) -> bool:
-        """One find, connect and serve cycle; True when the device was served (set up
-        and subscribed), so that a device that connects but cannot be used backs off."""
+        """One slot, find, connect and serve cycle; True when the device was served (set
+        up and subscribed), so that a device that connects but cannot be used backs off."""
+        if self._slots.locked():
+            self._report(LinkState.UNREACHABLE, "waiting for a free connection slot")
+        async with self._slots:
+            return await self._find_and_serve()
+
+    async def _find_and_serve(self) -> bool:
         try:
             device = await self._find()
         except BleakError as error:  # the adapter cannot scan: off, gone, busy
@@ -137,18 +170,23 @@ class GattSession:
             self._report(LinkState.UNREACHABLE, f"connect failed: {_describe(error)}")
             return False
         served = False
+        ending = "session failed"
         try:
             self._report(LinkState.CONNECTED)
-            await self._set_up(client)
+            polled_battery = await self._set_up(client)
             served = True
-            await lost.wait()
-            self._report(LinkState.DISCONNECTED, "link lost")
+            await self._serve(client, lost, polled_battery)
+            ending = "link lost"
         except (BleakError, TimeoutError) as error:
-            self._report(LinkState.DISCONNECTED, _describe(error))
+            ending = _describe(error)
         except asyncio.CancelledError:
-            self._report(LinkState.DISCONNECTED, "session stopped")
+            ending = "session stopped"
             raise
         finally:
+            for stream in self._streams:
+                stream.close()
+            self._streams = []
+            self._report(LinkState.DISCONNECTED, ending)
             await self._disconnect(client)
         return served
 
@@ -168,34 +206,96 @@ class GattSession:
             self._listener.on_signal(self.address, heard[-1].rssi)
         return device
 
-    async def _set_up(self, client: BleakClient) -> None:
-        services = client.services
-        info = {
-            key: decode_dis_string(bytes(await client.read_gatt_char(char)))
-            for key, uuid in DIS_STRINGS.items()
-            if (char := services.get_characteristic(uuid)) is not None
-        }
-        if info:
-            self._listener.on_device_info(self.address, info)
-
-        if (battery := services.get_characteristic(uuids.BATTERY_LEVEL)) is not None:
-            self._deliver(parse_battery_level, bytes(await client.read_gatt_char(battery)))
-            if "notify" in battery.properties:
-                await client.start_notify(battery, self._handler(parse_battery_level))
-
-        service = services.get_service(self.profile.service_uuid)
+    async def _set_up(self, client: BleakClient) -> BleakGATTCharacteristic | None:
+        """Reads what is read once, subscribes to the profile's characteristics; returns
+        the Battery Level to poll, if the device has one it does not notify."""
+        service = client.services.get_service(self.profile.service_uuid)
         if service is None:
             raise BleakError(f"no {self.profile.name} service {self.profile.service_uuid}")
+        if self.device_info is None:
+            self.device_info = await self._identity(client, service)
+            if self.device_info:
+                self._listener.on_device_info(self.address, self.device_info)
+        polled_battery = await self._battery(client)
         site = await self._site(client, service)
-        subscriptions = [
-            (char, parser)
+
+        on_measurements, on_live = self._listener.on_measurements, self._listener.on_live
+        subscriptions: list[tuple[BleakGATTCharacteristic, Notified]] = [
+            (char, self._handler(_with_site(parser, site), on_measurements))
             for uuid, parser in self.profile.measurements.items()
             if (char := service.get_characteristic(uuid)) is not None
         ]
+        for uuid, new_stream in self.profile.streams.items():
+            if (char := service.get_characteristic(uuid)) is not None:
+                stream = _Stream(
+                    self.address,
+                    self.profile.name,
+                    new_stream(),
+                    self._listener,
+                    self._malformed_summary_s,
+                )
+                self._streams.append(stream)
+                subscriptions.append((char, stream.on_notification))
         if not subscriptions:
             raise BleakError(f"no {self.profile.name} measurement characteristic")
-        for char, parser in subscriptions:
-            await client.start_notify(char, self._handler(_with_site(parser, site)))
+        subscriptions += [
+            (char, self._handler(_with_site(parser, site), on_live))
+            for uuid, parser in self.profile.live.items()
+            if (char := service.get_characteristic(uuid)) is not None
+        ]
+        for char, handler in subscriptions:
+            await client.start_notify(char, handler)
+        return polled_battery
+
+    async def _identity(self, client: BleakClient, service: BleakGATTService) -> dict[str, str]:
+        """Device Information strings, then what the profile's `info` characteristics say."""
+        info = {
+            key: decode_dis_string(bytes(await client.read_gatt_char(char)))
+            for key, uuid in DIS_STRINGS.items()
+            if (char := client.services.get_characteristic(uuid)) is not None
+        }
+        for uuid, describe in self.profile.info.items():
+            if (char := service.get_characteristic(uuid)) is not None:
+                raw = bytes(await client.read_gatt_char(char))
+                try:
+                    info.update(describe(raw))
+                except MalformedPacket as error:
+                    self._listener.on_malformed(self.address, error, raw)
+        return info
+
+    async def _battery(self, client: BleakClient) -> BleakGATTCharacteristic | None:
+        """Reads the level now; subscribes when the device notifies it, else returns it."""
+        battery = client.services.get_characteristic(uuids.BATTERY_LEVEL)
+        if battery is None:
+            return None
+        await self._read_battery(client, battery)
+        if "notify" not in battery.properties:
+            return battery
+        await client.start_notify(
+            battery, self._handler(parse_battery_level, self._listener.on_measurements)
+        )
+        return None
+
+    async def _read_battery(self, client: BleakClient, battery: BleakGATTCharacteristic) -> None:
+        raw = bytes(await client.read_gatt_char(battery))
+        self._deliver(parse_battery_level, raw, self._listener.on_measurements)
+
+    async def _serve(
+        self,
+        client: BleakClient,
+        lost: asyncio.Event,
+        polled_battery: BleakGATTCharacteristic | None,
+    ) -> None:
+        """Until the link is lost, reading the battery every `battery_poll_s` if asked."""
+        if polled_battery is None:
+            await lost.wait()
+            return
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._battery_poll_s):
+                    await lost.wait()
+                    return
+            await self._read_battery(client, polled_battery)
 
     async def _site(self, client: BleakClient, service: BleakGATTService) -> Site | None:
         """The device's own site (e.g. Temperature Type) if it names one, else the
@@ -209,10 +309,10 @@ class GattSession:
                 self._listener.on_malformed(self.address, error, raw)
         return self._configured_site
 
-    def _handler(self, parse: Parse) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
-        return lambda _char, data: self._deliver(parse, bytes(data))
+    def _handler(self, parse: Parse, report: Report) -> Notified:
+        return lambda _char, data: self._deliver(parse, bytes(data), report)
 
-    def _deliver(self, parse: Parse, raw: bytes) -> None:
+    def _deliver(self, parse: Parse, raw: bytes, report: Report) -> None:
         self._listener.on_signal(self.address, None)
         try:
             measurements = parse(raw)
@@ -220,7 +320,7 @@ class GattSession:
             self._listener.on_malformed(self.address, error, raw)
             return
         if measurements:
-            self._listener.on_measurements(self.address, measurements)
+            report(self.address, measurements)
 
     async def _disconnect(self, client: BleakClient) -> None:
         if not client.is_connected:
@@ -233,6 +333,83 @@ class GattSession:
         if state != self._state:
             self._state = state
             self._listener.on_link_state(self.address, state, detail)
+
+
+class _Stream:
+    """One connection's byte stream: its decoder, its one-per-second reducer, and the
+    summary of what the decoder dropped."""
+
+    def __init__(
+        self,
+        address: str,
+        name: str,
+        decoder: MeasurementStream[Any],
+        listener: SessionListener,
+        summary_s: float,
+    ) -> None:
+        self._address = address
+        self._name = name
+        self._decoder = decoder
+        self._listener = listener
+        self._summary_s = summary_s
+        self._reducer = OneHertzReducer()
+        self._joined = False
+        self._reported = self._dropped()
+        self._reported_at = -math.inf
+        self._heard_at = -math.inf
+        self._offending = b""
+
+    def on_notification(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
+        raw = bytes(data)
+        now = asyncio.get_running_loop().time()
+        if now - self._heard_at >= 1.0:  # a 100 Hz stream need not say so 100 times
+            self._heard_at = now
+            self._listener.on_signal(self._address, None)
+        before = self._dropped()
+        packets = self._decoder.feed(raw) if self._joined else self._join(raw)
+        if self._dropped() != before:
+            self._offending = raw
+        readings = self._reducer.add(now, [m for packet in packets for m in packet])
+        if readings:
+            self._listener.on_measurements(self._address, readings)
+        if now - self._reported_at >= self._summary_s:
+            self._summarise(now)
+
+    def close(self) -> None:
+        """The connection ended: report the last window and anything dropped unreported."""
+        if readings := self._reducer.flush():
+            self._listener.on_measurements(self._address, readings)
+        self._summarise(asyncio.get_running_loop().time())
+
+    def _join(self, raw: bytes) -> list[list[Measurement]]:
+        """Decodes the connection's first notification, which usually starts mid-packet:
+        the bytes skipped before its first packet are where the stream was joined, not
+        garbage, and are not reported."""
+        self._joined = True
+        packets: list[list[Measurement]] = []
+        end = 0
+        while end < len(raw) and not packets:
+            packets = self._decoder.feed(raw[end : end + 1])
+            end += 1
+        self._reported = self._dropped()
+        return packets + self._decoder.feed(raw[end:])
+
+    def _dropped(self) -> tuple[int, int]:
+        return self._decoder.garbage_bytes, self._decoder.bad_packets
+
+    def _summarise(self, now: float) -> None:
+        garbage, bad = self._dropped()
+        new_garbage, new_bad = garbage - self._reported[0], bad - self._reported[1]
+        if not (new_garbage or new_bad):
+            return
+        self._reported, self._reported_at = (garbage, bad), now
+        parts = []
+        if new_garbage:
+            parts.append(f"{new_garbage} garbage bytes dropped while resynchronising")
+        if new_bad:
+            parts.append(f"{new_bad} bad packets dropped (last: {self._decoder.last_error})")
+        error = MalformedPacket(f"{self._name} stream: {'; '.join(parts)}")
+        self._listener.on_malformed(self._address, error, self._offending)
 
 
 def _with_site(parser: MeasurementParser, site: Site | None) -> Parse:

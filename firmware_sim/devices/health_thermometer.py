@@ -1,6 +1,10 @@
 """A Health Thermometer (0x1809): Temperature Measurement 0x2A1C indicated every period,
 with the device's time stamp, and Temperature Type 0x2A1D = armpit.
 
+With `intermediate=N` it also has Intermediate Temperature 0x2A1E and, before each final
+reading, notifies N in-progress values that climb towards it 0.1 degC at a time, spread
+evenly over the period, as a thermometer settling on the skin shows them.
+
 The type is given once by 0x2A1D, so the measurements leave it out, as the Health
 Thermometer Service requires when that characteristic is present.
 """
@@ -19,9 +23,12 @@ from firmware_sim.scenarios import thermometer_at
 
 DEFAULT_ADDRESS = "F0:00:00:00:00:01"
 TEMPERATURE_TYPE_ARMPIT = 1
+#: How far below the final reading each earlier intermediate value is.
+SETTLING_STEP_C = 0.1
 
 TEMPERATURE_MEASUREMENT = UUID.from_16_bits(0x2A1C, "Temperature Measurement")
 TEMPERATURE_TYPE = UUID.from_16_bits(0x2A1D, "Temperature Type")
+INTERMEDIATE_TEMPERATURE = UUID.from_16_bits(0x2A1E, "Intermediate Temperature")
 
 _FAHRENHEIT = 0x01
 _TIME_STAMP_PRESENT = 0x02
@@ -37,13 +44,23 @@ class HealthThermometer(SimulatedPeripheral):
         clock: ScenarioClock,
         interval: float = 5.0,
         fahrenheit: bool = False,
+        intermediate: int = 0,
         malformed_every: int | None = None,
         advertising_interval_ms: float = 50.0,
     ) -> None:
+        if intermediate < 0:
+            raise ValueError(f"intermediate must not be negative, not {intermediate}")
         self.fahrenheit = fahrenheit
-        measurement = gatt.Characteristic[bytes](
+        self.intermediate = intermediate
+        self._steps = 0
+        self._measurement = gatt.Characteristic[bytes](
             TEMPERATURE_MEASUREMENT,
             gatt.Characteristic.Properties.INDICATE,
+            gatt.Characteristic.Permissions(0),
+        )
+        self._intermediate = gatt.Characteristic[bytes](
+            INTERMEDIATE_TEMPERATURE,
+            gatt.Characteristic.Properties.NOTIFY,
             gatt.Characteristic.Permissions(0),
         )
         temperature_type = gatt.Characteristic[bytes](
@@ -52,25 +69,33 @@ class HealthThermometer(SimulatedPeripheral):
             gatt.Characteristic.READABLE,
             bytes([TEMPERATURE_TYPE_ARMPIT]),
         )
+        characteristics = [self._measurement, temperature_type]
+        if intermediate:
+            characteristics.append(self._intermediate)
         super().__init__(
             link,
             address,
             name="Sim Thermometer",
             model="SIM-HTS-1",
             service_uuid=gatt.GATT_HEALTH_THERMOMETER_SERVICE,
-            measurement=measurement,
-            services=[
-                gatt.Service(gatt.GATT_HEALTH_THERMOMETER_SERVICE, [measurement, temperature_type])
-            ],
+            services=[gatt.Service(gatt.GATT_HEALTH_THERMOMETER_SERVICE, characteristics)],
             scenario=scenario,
             clock=clock,
-            period=interval,
+            period=interval / (intermediate + 1),
             malformed_every=malformed_every,
             advertising_interval_ms=advertising_interval_ms,
         )
 
-    def reading(self, t: float) -> bytes:
-        celsius = thermometer_at(self.scenario, t).celsius
+    async def send_due(self, t: float) -> None:
+        """Each period is `intermediate` settling steps, then the final reading."""
+        below_final = self.intermediate - self._steps % (self.intermediate + 1)
+        self._steps += 1
+        celsius = thermometer_at(self.scenario, t).celsius - below_final * SETTLING_STEP_C
+        characteristic = self._intermediate if below_final else self._measurement
+        await self.send_packet(characteristic, self.reading(celsius))
+
+    def reading(self, celsius: float) -> bytes:
+        """A 0x2A1C or 0x2A1E packet, stamped with the device's clock."""
         if self.fahrenheit:
             value = float32(celsius * 9 / 5 + 32, -2)
         else:

@@ -2,7 +2,8 @@
 
 A peripheral is a bumble `Device` with its own controller on the shared virtual link.
 It advertises while it is in range and unconnected, drops its link and falls silent while
-the scenario takes it out of range, and sends one reading per period to its subscribers.
+the scenario takes it out of range, and sends what is due each period to its subscribers.
+`StreamingPeripheral` is the base of the devices that stream bytes, not packets.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 from bumble import gatt, hci
 from bumble.core import UUID, AdvertisingData
 from bumble.device import AdvertisingType, Connection, Device
 from bumble.host import Host
 from bumble.link import LocalLink
-from bumble.profiles.battery_service import BatteryService
 from bumble.profiles.device_information_service import DeviceInformationService
 from bumble.transport.common import AsyncPipeSink
 
@@ -32,6 +32,8 @@ MANUFACTURER = "Bedside Sim"
 FIRMWARE_REVISION = "1.0.0"
 #: Real time between two looks at the scenario (range, advertising, due readings).
 _TICK_SECONDS = 0.02
+#: How the Battery Level can be had: read and notified, read only, or no Battery Service.
+BatteryMode = Literal["notify", "read"] | None
 
 
 class ScenarioClock:
@@ -52,6 +54,7 @@ class SimulatedPeripheral(ABC):
 
     `period` is in scenario seconds. With `malformed_every=N` every Nth measurement
     packet is cut to 3 bytes, too short for any of the profiles' measurements.
+    `service_uuid`, when given, is advertised with the name.
     """
 
     def __init__(
@@ -61,14 +64,14 @@ class SimulatedPeripheral(ABC):
         *,
         name: str,
         model: str,
-        service_uuid: UUID,
-        measurement: gatt.Characteristic[bytes],
+        service_uuid: UUID | None,
         services: list[gatt.Service],
         scenario: str,
         clock: ScenarioClock,
         period: float,
         malformed_every: int | None = None,
         advertising_interval_ms: float = 50.0,
+        battery: BatteryMode = "notify",
     ) -> None:
         if period <= 0:
             raise ValueError(f"period must be positive, not {period}")
@@ -83,29 +86,9 @@ class SimulatedPeripheral(ABC):
         self._period = period
         self._malformed_every = malformed_every
         self._advertising_interval_ms = advertising_interval_ms
-        self._measurement = measurement
-        self._battery = BatteryService(lambda _connection: self.battery_level())
+        self._battery_level = _battery_level_characteristic(battery, self.battery_level)
         self._notified_battery = self.battery_level()
-        self._advertising_data = bytes(
-            AdvertisingData(
-                [
-                    (
-                        AdvertisingData.Type.FLAGS,
-                        bytes(
-                            [
-                                AdvertisingData.LE_GENERAL_DISCOVERABLE_MODE_FLAG
-                                | AdvertisingData.BR_EDR_NOT_SUPPORTED_FLAG
-                            ]
-                        ),
-                    ),
-                    (AdvertisingData.Type.COMPLETE_LOCAL_NAME, name.encode()),
-                    (
-                        AdvertisingData.Type.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
-                        service_uuid.to_bytes(),
-                    ),
-                ]
-            )
-        )
+        self._advertising_data = _advertising_data(name, service_uuid)
         if len(self._advertising_data) > 31:
             raise ValueError(f"advertising data of {name!r} exceeds 31 bytes")
         self._controller = VirtualController(name, link=link)
@@ -114,10 +97,11 @@ class SimulatedPeripheral(ABC):
             address=hci.Address(address),
             host=Host(self._controller, AsyncPipeSink(self._controller)),
         )
+        if self._battery_level is not None:
+            services = [*services, gatt.Service(gatt.GATT_BATTERY_SERVICE, [self._battery_level])]
         self.device.add_services(
             [
                 *services,
-                self._battery,
                 DeviceInformationService(
                     manufacturer_name=MANUFACTURER,
                     model_number=model,
@@ -133,8 +117,8 @@ class SimulatedPeripheral(ABC):
         self._pending: set[asyncio.Task[None]] = set()
 
     @abstractmethod
-    def reading(self, t: float) -> bytes:
-        """The measurement packet for scenario time t."""
+    async def send_due(self, t: float) -> None:
+        """Send what is due at scenario time t; called once per period while in range."""
 
     def battery_level(self) -> int:
         """Percent; drains one point per scenario minute, down to 5."""
@@ -170,7 +154,8 @@ class SimulatedPeripheral(ABC):
             if t >= next_reading:
                 next_reading = max(next_reading + self._period, t)
                 if self._in_range:
-                    await self._send_reading(t)
+                    await self.send_due(t)
+                    await self._notify_battery()
             await asyncio.sleep(_TICK_SECONDS)
 
     async def _follow_range(self, reachable: bool) -> None:
@@ -190,20 +175,25 @@ class SimulatedPeripheral(ABC):
                 advertising_interval_max=self._advertising_interval_ms,
             )
 
-    async def _send_reading(self, t: float) -> None:
+    async def send_packet(self, characteristic: gatt.Characteristic[bytes], packet: bytes) -> None:
+        """Indicate or notify (as the characteristic allows) one measurement packet."""
         self._sent += 1
-        packet = self.reading(t)
         if self._malformed_every and self._sent % self._malformed_every == 0:
             packet = packet[:3]
-        if self._measurement.properties & gatt.Characteristic.Properties.INDICATE:
+        if characteristic.properties & gatt.Characteristic.Properties.INDICATE:
             # An indication waits for the confirmation (or 30 s once the link is gone):
             # never let it hold up the clock.
-            self._spawn(self.device.indicate_subscribers(self._measurement, packet))
+            self._spawn(self.device.indicate_subscribers(characteristic, packet))
         else:
-            await self.device.notify_subscribers(self._measurement, packet)
-        if (level := self.battery_level()) != self._notified_battery:
-            self._notified_battery = level
-            await self.device.notify_subscribers(self._battery.battery_level_characteristic)
+            await self.device.notify_subscribers(characteristic, packet)
+
+    async def _notify_battery(self) -> None:
+        level = self.battery_level()
+        if level == self._notified_battery or self._battery_level is None:
+            return
+        self._notified_battery = level
+        if self._battery_level.properties & gatt.Characteristic.Properties.NOTIFY:
+            await self.device.notify_subscribers(self._battery_level)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -214,3 +204,98 @@ class SimulatedPeripheral(ABC):
         self._pending.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.debug("%s: indication not confirmed: %s", self.name, error)
+
+
+class StreamingPeripheral(SimulatedPeripheral):
+    """A device that streams packets at a fixed rate (in scenario time) through a UART
+    bridge: the bytes go out in notifications of `notification_size` bytes that ignore
+    packet boundaries, as such modules forward whatever their UART buffer holds.
+
+    With `garbage_every=N` the `garbage` bytes go out before every Nth packet, as line
+    noise would; `garbage_bytes_sent` counts them.
+    """
+
+    #: Bytes that decode as no packet and make a decoder resynchronise.
+    garbage: bytes
+
+    def __init__(
+        self,
+        link: LocalLink,
+        address: str,
+        *,
+        stream: gatt.Characteristic[bytes],
+        packet_rate: float,
+        notification_size: int,
+        garbage_every: int | None = None,
+        **peripheral: Any,
+    ) -> None:
+        if garbage_every is not None and garbage_every < 1:
+            raise ValueError(f"garbage_every must be at least 1, not {garbage_every}")
+        super().__init__(link, address, period=1 / packet_rate, **peripheral)
+        self._stream = stream
+        self._packet_rate = packet_rate
+        self._notification_size = notification_size
+        self._garbage_every = garbage_every
+        self._packets = 0
+        self._unsent = bytearray()
+        self.garbage_bytes_sent = 0
+
+    @abstractmethod
+    def packet(self, index: int, t: float) -> bytes:
+        """The bytes of packet number `index` (from 0), due at scenario time t."""
+
+    async def send_due(self, t: float) -> None:
+        due = int(t * self._packet_rate) + 1
+        # After time out of range, resume with the present rather than a burst of the past.
+        self._packets = max(self._packets, due - int(self._packet_rate))
+        while self._packets < due:
+            if self._garbage_every and (self._packets + 1) % self._garbage_every == 0:
+                self._unsent += self.garbage
+                self.garbage_bytes_sent += len(self.garbage)
+            self._unsent += self.packet(self._packets, self._packets / self._packet_rate)
+            self._packets += 1
+        size = self._notification_size
+        while len(self._unsent) >= size:
+            chunk = bytes(self._unsent[:size])
+            del self._unsent[:size]
+            await self.device.notify_subscribers(self._stream, chunk)
+
+
+def _advertising_data(name: str, service_uuid: UUID | None) -> bytes:
+    structures = [
+        (
+            AdvertisingData.Type.FLAGS,
+            bytes(
+                [
+                    AdvertisingData.LE_GENERAL_DISCOVERABLE_MODE_FLAG
+                    | AdvertisingData.BR_EDR_NOT_SUPPORTED_FLAG
+                ]
+            ),
+        ),
+        (AdvertisingData.Type.COMPLETE_LOCAL_NAME, name.encode()),
+    ]
+    if service_uuid is not None:
+        value = service_uuid.to_bytes()
+        uuid_list = (
+            AdvertisingData.Type.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS
+            if len(value) == 2
+            else AdvertisingData.Type.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS
+        )
+        structures.append((uuid_list, value))
+    return bytes(AdvertisingData(structures))
+
+
+def _battery_level_characteristic(
+    mode: BatteryMode, level: Callable[[], int]
+) -> gatt.Characteristic[bytes] | None:
+    if mode is None:
+        return None
+    properties = gatt.Characteristic.Properties.READ
+    if mode == "notify":
+        properties |= gatt.Characteristic.Properties.NOTIFY
+    return gatt.Characteristic[bytes](
+        gatt.GATT_BATTERY_LEVEL_CHARACTERISTIC,
+        properties,
+        gatt.Characteristic.READABLE,
+        gatt.CharacteristicValue(read=lambda _connection: bytes([level()])),
+    )

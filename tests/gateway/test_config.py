@@ -54,6 +54,7 @@ def test_a_good_config_loads_into_typed_sections(tmp_path: Path) -> None:
     assert cms50.device_id == "cms50-usb-prolific-if00"
     assert config.rules.fever.lines["axillary"] == 37.3
     assert config.rules.low_spo2.raise_at_or_below == 93
+    assert config.bluetooth.watchdog_enabled and config.bluetooth.watchdog_silence_s == 300
 
 
 def test_the_example_config_in_the_repository_is_valid() -> None:
@@ -75,6 +76,14 @@ def test_the_example_config_in_the_repository_is_valid() -> None:
         (('township = "river-town"\n', ""), "gateway.township: missing"),
         (('"secret.txt"', '"absent.txt"'), "mqtt.password_file: cannot read .*absent.txt"),
         (("[mqtt]", "[bluetooth]\nadapter = 'bluez:wlan0'\n[mqtt]"), "bluetooth.adapter"),
+        (
+            ("[mqtt]", "[bluetooth]\nwatchdog_enabled = 'yes'\n[mqtt]"),
+            "bluetooth.watchdog_enabled: must be true or false",
+        ),
+        (
+            ("[mqtt]", "[bluetooth]\nwatchdog_silence_s = 5\n[mqtt]"),
+            "bluetooth.watchdog_silence_s: must be at least 10",
+        ),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_problem(

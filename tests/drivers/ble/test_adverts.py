@@ -3,8 +3,7 @@ MiBeacon door sensors on a virtual radio (HCI over TCP, as the simulator serves 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +17,12 @@ from drivers.ble.adapter import BleAdapter, open_ble_adapter
 from drivers.ble.adverts import AdvertListener, classify_advertisement
 from drivers.ble.bumble_backend import BumbleRadio, BumbleScanner
 from drivers.listener import LinkState
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.measurement import Metric
 from firmware_sim.ble_radio import HciTcpServer
 from firmware_sim.devices import bthome_door, mibeacon_door
 from firmware_sim.devices.peripheral import ScenarioClock
 from firmware_sim.door_ward import DoorSensors
+from tests.drivers.recording_listener import RecordingListener
 
 PLAIN = bthome_door.DEFAULT_ADDRESS
 ENCRYPTED = bthome_door.DEFAULT_ENCRYPTED_ADDRESS
@@ -30,55 +30,6 @@ XIAOMI = mibeacon_door.DEFAULT_ADDRESS
 BTHOME_KEY = bthome_door.DEFAULT_KEY
 BINDKEY = mibeacon_door.DEFAULT_KEY
 WRONG_KEY = bytes(range(16))
-WAIT = 15.0  # generous: the machine is shared
-
-
-class Recorder:
-    """A SessionListener that keeps every report, in order: (kind, address, value)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, Any]] = []
-        self._changed = asyncio.Event()
-
-    def _record(self, kind: str, address: str, value: Any) -> None:
-        self.events.append((kind, address, value))
-        self._changed.set()
-
-    def on_measurements(self, address: str, measurements: Sequence[Measurement]) -> None:
-        self._record("measurements", address, list(measurements))
-
-    def on_link_state(self, address: str, state: LinkState, detail: str = "") -> None:
-        self._record("state", address, (state, detail))
-
-    def on_device_info(self, address: str, info: dict[str, str]) -> None:
-        self._record("info", address, info)
-
-    def on_malformed(self, address: str, error: MalformedPacket, raw: bytes) -> None:
-        self._record("malformed", address, (error, raw))
-
-    def on_signal(self, address: str, rssi: int | None) -> None:
-        self._record("signal", address, rssi)
-
-    def of(self, kind: str, address: str) -> list[Any]:
-        return [value for k, a, value in self.events if k == kind and a == address]
-
-    def values(self, address: str, metric: Metric) -> list[float | bool]:
-        batches = self.of("measurements", address)
-        return [m.value for batch in batches for m in batch if m.metric is metric]
-
-    async def wait_for(self, predicate: Callable[[], object], what: str) -> None:
-        try:
-            async with asyncio.timeout(WAIT):
-                while not predicate():
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise AssertionError(f"no {what} within {WAIT} s; last: {self.events[-8:]}") from None
-
-    async def heard_again(self, address: str, times: int = 10) -> None:
-        """Wait until the device's current advertisement was received `times` more times."""
-        target = len(self.of("signal", address)) + times
-        await self.wait_for(lambda: len(self.of("signal", address)) >= target, "repeats")
 
 
 @dataclass
@@ -87,7 +38,7 @@ class Bench:
     hci_spec: str
     doors: DoorSensors
     adapter: BleAdapter
-    recorder: Recorder
+    recorder: RecordingListener
 
     def listener(self, devices: Mapping[str, tuple[str, bytes | None]]) -> AdvertListener:
         return AdvertListener(self.adapter, self.recorder, devices)
@@ -103,7 +54,7 @@ async def bench() -> AsyncIterator[Bench]:
             DoorSensors(link, advertising_interval_ms=20) as doors,
             open_ble_adapter(f"bumble:{server.hci_spec}") as adapter,
         ):
-            yield Bench(link, server.hci_spec, doors, adapter, Recorder())
+            yield Bench(link, server.hci_spec, doors, adapter, RecordingListener())
     finally:
         await server.stop()
 
@@ -303,7 +254,7 @@ def test_bad_bindings_are_refused(
 ) -> None:
     adapter = open_ble_adapter("bluez")
     with pytest.raises(ValueError, match=message):
-        AdvertListener(adapter, Recorder(), devices)
+        AdvertListener(adapter, RecordingListener(), devices)
 
 
 MIBEACON_DOOR_FRAME = bytes.fromhex("58588b09a3ae2181ecaae40e2c553c040000d28a500c")  # PROTOCOLS 5.2

@@ -4,7 +4,9 @@ on the virtual radio (HCI over TCP, as a separate simulator process would serve 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,18 +18,28 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
 from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
+from drivers.ble.adverts import classify_advertisement
+from drivers.ble.berrymed import BciStreamDecoder
 from drivers.ble.bumble_backend import BumbleRadio
 from drivers.ble.hts import parse_temperature_measurement
 from drivers.ble.plx import parse_plx_continuous
 from drivers.measurement import Metric
 from firmware_sim.ble_main import SimulatedWard
-from firmware_sim.devices import health_thermometer, plx_oximeter
+from firmware_sim.devices import (
+    berrymed_oximeter,
+    health_thermometer,
+    pc60fw_oximeter,
+    plx_oximeter,
+)
 
 THERMOMETER = health_thermometer.DEFAULT_ADDRESS
 OXIMETER = plx_oximeter.DEFAULT_ADDRESS
+BERRYMED = berrymed_oximeter.DEFAULT_ADDRESS
+PC60FW = pc60fw_oximeter.DEFAULT_ADDRESS
 CCCD = "00002902-0000-1000-8000-00805f9b34fb"
 CLIENT_SUPPORTED_FEATURES = "00002b29-0000-1000-8000-00805f9b34fb"
 WAIT = 10.0  # generous: the machine is shared
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest_asyncio.fixture
@@ -209,6 +221,69 @@ async def test_a_gateway_that_vanished_leaves_no_stale_link(ward: SimulatedWard)
         BleakClient(OXIMETER, timeout=WAIT, backend=radio.client_backend) as client,
     ):
         assert await client.read_gatt_char(uuids.MODEL_NUMBER) == b"SIM-PLX-1"
+
+
+@pytest.mark.asyncio
+async def test_streaming_oximeters_advertise_like_theirs_and_straddle_notifications() -> None:
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    async with (
+        SimulatedWard(berrymed=BERRYMED, pc60fw=PC60FW) as ward,
+        open_ble_adapter(f"bumble:{ward.hci_spec}") as adapter,
+    ):
+        reports = await scan_until(adapter, {BERRYMED, PC60FW})
+        async with BleakClient(BERRYMED, timeout=WAIT, **adapter.client_kwargs()) as client:
+            await client.start_notify(
+                uuids.BERRYMED_NOTIFY, lambda _c, data: chunks.put_nowait(bytes(data))
+            )
+            notifications = [await next_value(chunks) for _ in range(10)]
+
+    berrymed, pc60fw = reports[BERRYMED][0][1], reports[PC60FW][0][1]
+    assert (berrymed.local_name, berrymed.service_uuids) == ("BerryMed", [uuids.BERRYMED_SERVICE])
+    assert (pc60fw.local_name, pc60fw.service_uuids) == ("PC-60F_SN000004", [])
+    for advertisement, kind in ((berrymed, "berrymed"), (pc60fw, "pc60fw")):
+        assert (
+            classify_advertisement(
+                advertisement.local_name, advertisement.service_uuids, advertisement.service_data
+            )
+            == kind
+        )
+    # 18-byte notifications of 5-byte packets: most packets straddle two notifications.
+    assert {len(n) for n in notifications} == {18}
+    assert any(not n[0] & 0x80 for n in notifications)
+    stream = b"".join(notifications)
+    start = next(i for i, byte in enumerate(stream) if byte & 0x80)
+    decoder = BciStreamDecoder()
+    samples = decoder.feed(stream[start:])
+    assert decoder.garbage_bytes == 0 and len(samples) == (len(stream) - start) // 5
+    assert {m.value for s in samples for m in s.measurements} <= {97, 98, 72, 73}
+
+
+@pytest.mark.asyncio
+async def test_the_simulator_command_serves_every_device_its_banner_names() -> None:
+    simulator = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "firmware_sim", "ble", "--hci", "tcp-server:127.0.0.1:0"),
+        *("--berrymed", "--pc60fw", "--door", "bthome", "--door", "mibeacon"),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        assert simulator.stdout is not None
+        async with asyncio.timeout(WAIT):
+            banner = (await simulator.stdout.readline()).decode().split()
+        fields = [field.split("=", 1) for field in banner]
+        named = {key: value for key, value in fields if key != "door"}
+        doors = [value.split(":", 1) for key, value in fields if key == "door"]
+        addresses = {named[key] for key in ("thermometer", "oximeter", "berrymed", "pc60fw")}
+        addresses |= {rest[:17] for _kind, rest in doors}
+        async with open_ble_adapter(f"bumble:{named['hci']}") as adapter:
+            reports = await scan_until(adapter, addresses)
+    finally:
+        simulator.terminate()
+        await simulator.wait()
+
+    assert set(reports) == addresses and len(addresses) == 6
+    assert [kind for kind, _rest in doors] == ["bthome", "mibeacon"]
+    assert named["scenario"] == "normal" and simulator.returncode == 0
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,12 @@
-"""GattSession against the simulated thermometer and oximeter: what the gateway hears."""
+"""GattSession against the simulated thermometer and PLX oximeter: what the gateway hears,
+and how sessions share the adapter's connection slots."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,118 +14,21 @@ import pytest
 from bleak import BleakScanner
 
 from drivers.ble import uuids
-from drivers.ble.adapter import BleAdapter, open_ble_adapter
+from drivers.ble.adapter import open_ble_adapter
 from drivers.ble.hts import parse_temperature_type
-from drivers.ble.profiles import HEALTH_THERMOMETER, PULSE_OXIMETER, GattProfile, SiteSource
-from drivers.ble.session import Backoff, GattSession
+from drivers.ble.profiles import HEALTH_THERMOMETER, SiteSource
 from drivers.listener import LinkState
 from drivers.measurement import MalformedPacket, Measurement, Metric, Quality, Site
-from firmware_sim.ble_main import SimulatedWard
 from firmware_sim.devices import health_thermometer, plx_oximeter
+from firmware_sim.devices.plx_oximeter import PlxOximeter
+from tests.drivers.ble.gatt_bench import Bench, bench
+from tests.drivers.recording_listener import WAIT_S
 
 THERMOMETER = health_thermometer.DEFAULT_ADDRESS
 OXIMETER = plx_oximeter.DEFAULT_ADDRESS
 ABSENT = "F0:00:00:00:00:99"
 OTHER_ABSENT = "F0:00:00:00:00:98"
-WAIT = 15.0  # generous: the machine is shared
 REPO = Path(__file__).resolve().parents[3]
-
-
-class Recorder:
-    """A SessionListener that keeps every report, in order: (kind, address, value)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, Any]] = []
-        self._changed = asyncio.Event()
-
-    def _record(self, kind: str, address: str, value: Any) -> None:
-        self.events.append((kind, address, value))
-        self._changed.set()
-
-    def on_measurements(self, address: str, measurements: Sequence[Measurement]) -> None:
-        self._record("measurements", address, list(measurements))
-
-    def on_link_state(self, address: str, state: LinkState, detail: str = "") -> None:
-        self._record("state", address, (state, detail))
-
-    def on_device_info(self, address: str, info: dict[str, str]) -> None:
-        self._record("info", address, info)
-
-    def on_malformed(self, address: str, error: MalformedPacket, raw: bytes) -> None:
-        self._record("malformed", address, (error, raw))
-
-    def on_signal(self, address: str, rssi: int | None) -> None:
-        self._record("signal", address, rssi)
-
-    def of(self, kind: str, address: str) -> list[Any]:
-        return [value for k, a, value in self.events if k == kind and a == address]
-
-    def measurements(self, address: str, metric: Metric) -> list[Measurement]:
-        batches = self.of("measurements", address)
-        return [m for batch in batches for m in batch if m.metric is metric]
-
-    def states(self, address: str) -> list[LinkState]:
-        return [state for state, _ in self.of("state", address)]
-
-    async def wait_for(self, predicate: Callable[[], object], what: str) -> None:
-        try:
-            async with asyncio.timeout(WAIT):
-                while not predicate():
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise AssertionError(f"no {what} within {WAIT} s; last: {self.events[-8:]}") from None
-
-
-class Bench:
-    """Sessions on one adapter, sharing one connect lock and one recorder; stopped on exit."""
-
-    def __init__(self, adapter: BleAdapter) -> None:
-        self.adapter = adapter
-        self.recorder = Recorder()
-        self.lock = asyncio.Lock()
-        self.sessions: list[GattSession] = []
-
-    async def start(
-        self,
-        address: str,
-        profile: GattProfile = PULSE_OXIMETER,
-        *,
-        scan_timeout: float = 0.5,
-        configured_site: Site | None = None,
-    ) -> GattSession:
-        session = GattSession(
-            address,
-            profile,
-            self.adapter,
-            self.recorder,
-            self.lock,
-            configured_site=configured_site,
-            scan_timeout=scan_timeout,
-            connect_timeout=WAIT,
-            backoff=Backoff(base=0.05, maximum=0.2),
-        )
-        self.sessions.append(session)
-        await session.start()
-        return session
-
-    async def __aenter__(self) -> Bench:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        for session in self.sessions:
-            await session.stop()
-
-
-@contextlib.asynccontextmanager
-async def bench(**ward_args: Any) -> AsyncIterator[Bench]:
-    """A simulated ward in this process, a bumble adapter on it, and a bench."""
-    async with (
-        SimulatedWard(**ward_args) as ward,
-        open_ble_adapter(f"bumble:{ward.hci_spec}") as adapter,
-        Bench(adapter) as test_bench,
-    ):
-        yield test_bench
 
 
 @pytest.mark.asyncio
@@ -273,7 +176,7 @@ async def test_stop_disconnects_so_the_device_advertises_again() -> None:
 
         assert b.recorder.of("state", OXIMETER)[-1] == (LinkState.DISCONNECTED, "session stopped")
         seen = await BleakScanner.find_device_by_address(
-            OXIMETER, timeout=WAIT, **b.adapter.scanner_kwargs()
+            OXIMETER, timeout=WAIT_S, **b.adapter.scanner_kwargs()
         )
         assert seen is not None
 
@@ -287,7 +190,8 @@ async def test_a_simulator_that_dies_is_a_disconnection_then_a_failing_scan() ->
     )
     try:
         assert simulator.stdout is not None
-        ready = (await asyncio.wait_for(simulator.stdout.readline(), WAIT)).decode()
+        async with asyncio.timeout(WAIT_S):
+            ready = (await simulator.stdout.readline()).decode()
         hci_spec = dict(field.split("=", 1) for field in ready.split())["hci"]
         async with open_ble_adapter(f"bumble:{hci_spec}") as adapter, Bench(adapter) as b:
             await b.start(OXIMETER)
@@ -306,4 +210,104 @@ async def test_a_simulator_that_dies_is_a_disconnection_then_a_failing_scan() ->
     assert b.recorder.of("state", OXIMETER)[2:] == [
         (LinkState.DISCONNECTED, "link lost"),
         (LinkState.UNREACHABLE, f"scan failed: bumble radio on {hci_spec} is not running"),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_spot_checks_carry_the_device_time_stamp_and_every_field() -> None:
+    async with bench(speed=5, spot_check_interval=2) as b:
+
+        def spot_checks() -> list[Measurement]:
+            return [m for m in b.recorder.measurements(OXIMETER) if m.measured_at is not None]
+
+        await b.start(OXIMETER)
+        await b.recorder.wait_for(lambda: len(spot_checks()) >= 3, "a spot-check")
+
+    spo2, pulse, perfusion = spot_checks()[:3]
+    assert [m.metric for m in (spo2, pulse, perfusion)] == [
+        Metric.SPO2,
+        Metric.PULSE_RATE,
+        Metric.PERFUSION_INDEX,
+    ]
+    assert spo2.value in (97, 98) and pulse.value in (72, 73) and perfusion.value == 4.5
+    assert spo2.quality == frozenset()  # "validated", nothing else
+    assert spo2.measured_at is not None
+    assert abs((datetime.now() - spo2.measured_at).total_seconds()) < 60
+    assert any(m.measured_at is None for m in b.recorder.measurements(OXIMETER, Metric.SPO2))
+
+
+@pytest.mark.asyncio
+async def test_plx_features_are_read_once_and_reported_with_the_identity() -> None:
+    # Out of range from scenario second 5 to 15: the session connects twice.
+    async with bench(scenario="drop_and_return", speed=4, spot_check_interval=5) as b:
+
+        def measured_after_reconnecting() -> bool:
+            kinds = [
+                value[0] if kind == "state" else kind
+                for kind, address, value in b.recorder.events
+                if address == OXIMETER
+            ]
+            connects = [i for i, kind in enumerate(kinds) if kind is LinkState.CONNECTED]
+            return len(connects) == 2 and "measurements" in kinds[connects[1] :]
+
+        session = await b.start(OXIMETER)
+        await b.recorder.wait_for(measured_after_reconnecting, "readings after reconnecting")
+        assert b.ward is not None
+        device = b.ward.device(OXIMETER)
+        assert isinstance(device, PlxOximeter) and device.features_reads == 1
+
+    [info] = b.recorder.of("info", OXIMETER)
+    assert info["model"] == "SIM-PLX-1"
+    assert info["plx_features"] == (
+        "measurement_status, device_sensor_status, spot_check_timestamp, pulse_amplitude_index"
+    )
+    assert info["plx_status_support"] == "validated, sensor_unconnected"
+    assert session.device_info == info
+
+
+@pytest.mark.asyncio
+async def test_intermediate_temperatures_are_shown_live_and_never_kept() -> None:
+    async with bench(speed=5, interval=1, intermediate=2) as b:
+        await b.start(THERMOMETER, HEALTH_THERMOMETER)
+        await b.recorder.wait_for(
+            lambda: len(b.recorder.measurements(THERMOMETER, Metric.BODY_TEMPERATURE)) >= 2,
+            "two final temperatures",
+        )
+
+    finals = b.recorder.measurements(THERMOMETER, Metric.BODY_TEMPERATURE)
+    live = b.recorder.measurements(THERMOMETER, kind="live")
+    assert len(live) >= 2
+    assert all(Quality.INTERMEDIATE in m.quality and not m.alertable for m in live)
+    assert all(m.site is Site.AXILLARY and m.value < 36.7 for m in live)
+    assert all(m.quality == frozenset() and m.value in (36.6, 36.7) for m in finals)
+    # Two settling values before each final one: "LLF" over and over.
+    sequence = "".join(
+        "L" if kind == "live" else "F"
+        for kind, address, batch in b.recorder.events
+        if address == THERMOMETER and kind in ("live", "measurements")
+        if batch[0].metric is Metric.BODY_TEMPERATURE
+    )
+    assert sequence.split("F")[1:-1] == ["LL"] * (len(finals) - 1), sequence
+
+
+@pytest.mark.asyncio
+async def test_with_one_connection_slot_a_second_device_waits_for_the_first_to_stop() -> None:
+    async with bench(max_connections=1, speed=5, interval=1) as b:
+        oximeter = await b.start(OXIMETER)
+        await b.recorder.wait_for(lambda: b.recorder.measurements(OXIMETER), "oximetry")
+        await b.start(THERMOMETER, HEALTH_THERMOMETER)
+        detail = await b.recorder.wait_state(LinkState.UNREACHABLE, address=THERMOMETER)
+        assert detail == "waiting for a free connection slot"
+        await b.recorder.wait_new("measurements", 5, OXIMETER, "more oximetry")
+        assert b.recorder.states(THERMOMETER) == [LinkState.UNREACHABLE]
+
+        await oximeter.stop()
+        await b.recorder.wait_for(
+            lambda: b.recorder.measurements(THERMOMETER, Metric.BODY_TEMPERATURE), "temperature"
+        )
+
+    assert b.recorder.states(THERMOMETER)[:3] == [
+        LinkState.UNREACHABLE,
+        LinkState.CONNECTING,
+        LinkState.CONNECTED,
     ]

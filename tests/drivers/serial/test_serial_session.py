@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,70 +20,20 @@ import pytest
 import serial
 
 from drivers.listener import LinkState
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.measurement import Measurement, Metric
 from drivers.serial.contec import V46_START, Generation, StreamDecoder
 from drivers.serial.session import SerialOximeterSession, classify_open_error
 from firmware_sim.cms50 import Cms50Simulator
+from tests.drivers.recording_listener import WAIT_S, RecordingListener
 
 REPO = Path(__file__).resolve().parents[3]
-WAIT_S = 15.0  # generous: the machine is shared
-
-
-class Recorder:
-    """A SessionListener that keeps everything it is told."""
-
-    def __init__(self) -> None:
-        self.readings: list[Sequence[Measurement]] = []
-        self.states: list[tuple[LinkState, str]] = []
-        self.infos: list[dict[str, str]] = []
-        self.signals = 0
-
-    def on_measurements(self, address: str, measurements: Sequence[Measurement]) -> None:
-        self.readings.append(measurements)
-
-    def on_link_state(self, address: str, state: LinkState, detail: str = "") -> None:
-        self.states.append((state, detail))
-
-    def on_device_info(self, address: str, info: dict[str, str]) -> None:
-        self.infos.append(info)
-
-    def on_malformed(self, address: str, error: MalformedPacket, raw: bytes) -> None:
-        raise AssertionError("the serial session counts malformed packets, it does not report")
-
-    def on_signal(self, address: str, rssi: int | None) -> None:
-        self.signals += 1
-
-    def last_state(self) -> LinkState | None:
-        return self.states[-1][0] if self.states else None
-
-    async def wait(self, predicate: Callable[[], object], what: str) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out waiting for {what}; states {self.states},"
-                    f" last readings {self.readings[-3:]}"
-                )
-            await asyncio.sleep(0.05)
-
-    async def wait_readings(self, count: int) -> list[Sequence[Measurement]]:
-        start = len(self.readings)
-        await self.wait(lambda: len(self.readings) >= start + count, f"{count} readings")
-        return self.readings[start:]
-
-    async def wait_state(self, state: LinkState, after: int = 0) -> str:
-        """Detail of the first `state` reported at or after index `after`."""
-        await self.wait(
-            lambda: any(s is state for s, _ in self.states[after:]), f"link state {state}"
-        )
-        return next(d for s, d in self.states[after:] if s is state)
 
 
 @asynccontextmanager
 async def running(
     port: str, **options: Any
-) -> AsyncIterator[tuple[SerialOximeterSession, Recorder]]:
-    recorder = Recorder()
+) -> AsyncIterator[tuple[SerialOximeterSession, RecordingListener]]:
+    recorder = RecordingListener()
     settings: dict[str, Any] = {
         "detect_timeout_s": 1.0,
         "stall_timeout_s": 1.5,
@@ -98,6 +48,7 @@ async def running(
         yield session, recorder
     finally:
         await session.stop()
+    assert recorder.of("malformed") == [], "the serial session counts bad bytes, not reports them"
 
 
 @contextmanager
@@ -128,10 +79,10 @@ async def test_one_reading_per_second_with_the_scenario_values(
     # The v4.6 device gives up after 1.5 s without a keep-alive; 3 windows prove they flow.
     with simulator(generation, tmp_path, keepalive_timeout_s=1.5) as sim:
         async with running(sim.path) as (session, rec):
-            assert_normal(await rec.wait_readings(3))
+            assert_normal(await rec.wait_new("measurements", 3))
             assert session.generation is generation
-            assert [s for s, _ in rec.states] == [LinkState.CONNECTING, LinkState.CONNECTED]
-            assert rec.infos[0]["manufacturer"] == "Contec" and rec.signals >= 3
+            assert rec.states() == [LinkState.CONNECTING, LinkState.CONNECTED]
+            assert rec.of("info")[0]["manufacturer"] == "Contec" and len(rec.of("signal")) >= 3
             assert (session.garbage_bytes, session.reopens) == (0, 0)
 
 
@@ -145,9 +96,9 @@ async def test_the_wrong_generation_is_detected_and_corrected(
 ) -> None:
     with simulator(device, tmp_path) as sim:
         async with running(sim.path, generation=remembered) as (session, rec):
-            assert_normal(await rec.wait_readings(2))
+            assert_normal(await rec.wait_new("measurements", 2))
             assert session.generation is device
-            assert rec.states[1] == (LinkState.CONNECTED, f"{sim.path}: CMS50 {device.value}")
+            assert rec.of("state")[1] == (LinkState.CONNECTED, f"{sim.path}: CMS50 {device.value}")
 
 
 @pytest.mark.asyncio
@@ -157,14 +108,14 @@ async def test_unplug_then_replug_resumes_without_a_restart(
 ) -> None:
     with simulator(generation, tmp_path) as sim:
         async with running(sim.path) as (session, rec):
-            await rec.wait_readings(1)
-            mark = len(rec.states)
+            await rec.wait_new("measurements", 1)
+            mark = len(rec.of("state"))
             sim.unplug()
             await rec.wait_state(LinkState.DISCONNECTED, mark)
             assert "unplugged" in await rec.wait_state(LinkState.UNREACHABLE, mark)
             sim.replug()
             await rec.wait_state(LinkState.CONNECTED, mark)
-            assert_normal(await rec.wait_readings(2))
+            assert_normal(await rec.wait_new("measurements", 2))
             assert session.reopens == 1 and sim.plug_count == 2
 
 
@@ -173,16 +124,16 @@ async def test_scheduled_hang_up_and_return(tmp_path: Path) -> None:
     with simulator(Generation.V46, tmp_path, hangup_at=1.5, return_after=1.0) as sim:
         async with running(sim.path) as (_session, rec):
             await rec.wait_state(LinkState.DISCONNECTED)
-            mark = len(rec.states)
+            mark = len(rec.of("state"))
             await rec.wait_state(LinkState.CONNECTED, mark)
-            assert_normal(await rec.wait_readings(2))
+            assert_normal(await rec.wait_new("measurements", 2))
 
 
 @pytest.mark.asyncio
 async def test_garbage_is_counted_and_readings_continue(tmp_path: Path) -> None:
     with simulator(Generation.LEGACY, tmp_path, garbage_every=15) as sim:
         async with running(sim.path) as (session, rec):
-            assert_normal(await rec.wait_readings(3))
+            assert_normal(await rec.wait_new("measurements", 3))
             assert 0 < session.garbage_bytes <= sim.garbage_bytes_sent
             assert session.reopens == 0
 
@@ -191,12 +142,12 @@ async def test_garbage_is_counted_and_readings_continue(tmp_path: Path) -> None:
 async def test_a_stalled_line_is_reopened(tmp_path: Path) -> None:
     with simulator(Generation.V46, tmp_path) as sim:
         async with running(sim.path, stall_timeout_s=1.0) as (session, rec):
-            await rec.wait_readings(1)
-            mark = len(rec.states)
+            await rec.wait_new("measurements", 1)
+            mark = len(rec.of("state"))
             sim.stall(2.0)
             assert "no CMS50 packet for 1 s" in await rec.wait_state(LinkState.DISCONNECTED, mark)
             await rec.wait_state(LinkState.CONNECTED, mark)
-            assert_normal(await rec.wait_readings(2))
+            assert_normal(await rec.wait_new("measurements", 2))
             assert session.stalls >= 1 and session.reopens >= 1
 
 
@@ -217,7 +168,7 @@ async def test_random_bytes_never_end_the_session(tmp_path: Path) -> None:
     writer.start()
     try:
         async with running(os.ttyname(slave)) as (session, rec):
-            await rec.wait(lambda: session.garbage_bytes > 500, "garbage to be counted")
+            await rec.wait_for(lambda: session.garbage_bytes > 500, "garbage to be counted")
             assert rec.last_state() is LinkState.CONNECTED
             assert session.generation is Generation.LEGACY
     finally:
@@ -285,8 +236,8 @@ def test_permission_denied_for_real_names_the_dialout_group() -> None:
 
 async def _first_state(path: str) -> str:
     async with running(path) as (_session, rec):
-        await rec.wait(lambda: len(rec.states) >= 2, "a failed open")
-        state, detail = rec.states[1]
+        await rec.wait_for(lambda: len(rec.of("state")) >= 2, "a failed open")
+        state, detail = rec.of("state")[1]
         return f"{state.value} {detail}"
 
 
