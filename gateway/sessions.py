@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
+from drivers.backoff import Backoff
 from drivers.listener import SessionListener
 from drivers.serial.session import SerialOximeterSession
 from gateway.config import ADVERT_KINDS, BLE_KINDS, GATT_KINDS, Config, DeviceConfig
@@ -115,7 +116,7 @@ class DeviceSessions:
         if self._adapter is None:
             return None
         from drivers.ble.profiles import PROFILES
-        from drivers.ble.session import Backoff, GattSession
+        from drivers.ble.session import GattSession
 
         bt = self._config.bluetooth
         return GattSession(

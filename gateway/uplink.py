@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from drivers.backoff import Backoff
 from gateway.config import Config
 from gateway.store import OutboxRow, StoreThread
 
@@ -108,6 +108,9 @@ class Uplink:
         self._devices_payload = devices_payload
         self._root = config.topic_root
         self.health = UplinkHealth()
+        # Jitter matters here too: after a broker restart, gateways must not all
+        # reconnect in the same second.
+        self._backoff = Backoff(self._mqtt.reconnect_min_s, self._mqtt.reconnect_max_s)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: mqtt.Client | None = None
@@ -170,7 +173,7 @@ class Uplink:
                 await self._drop_client()
                 self.health.state = BrokerState.DISCONNECTED
                 self.health.last_error = str(exc)
-                delay = self._backoff(failures)
+                delay = self._backoff.delay(failures - 1)
                 log.warning(
                     "broker connection failed",
                     extra={"error": str(exc), "retry_in_s": round(delay, 2)},
@@ -192,13 +195,7 @@ class Uplink:
                 await self._drop_client()
                 self.health.state = BrokerState.DISCONNECTED
                 self.health.connected_since = None
-            await asyncio.sleep(self._backoff(1))
-
-    def _backoff(self, failures: int) -> float:
-        ceiling = min(
-            self._mqtt.reconnect_max_s, self._mqtt.reconnect_min_s * 2 ** min(failures - 1, 16)
-        )
-        return random.uniform(ceiling / 2, ceiling)  # jitter: gateways never reconnect in step
+            await asyncio.sleep(self._backoff.delay(0))
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()

@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from bleak import BleakClient, BleakScanner
@@ -22,6 +20,7 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError
 
+from drivers.backoff import Backoff
 from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter
 from drivers.ble.battery import parse_battery_level
@@ -37,19 +36,6 @@ Parse = Callable[[bytes], list[Measurement]]
 #: `SessionListener.on_measurements` or `on_live`.
 Report = Callable[[str, Sequence[Measurement]], None]
 Notified = Callable[[BleakGATTCharacteristic, bytearray], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delays between attempts: exponential in the failures so far, capped at `maximum`."""
-
-    base: float = 1.0
-    maximum: float = 60.0
-
-    def delay(self, failures: int) -> float:
-        """Half fixed, half random, so that devices lost together do not retry together."""
-        ceiling = min(self.maximum, self.base * 2 ** min(failures, 32))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class GattSession:

@@ -25,11 +25,11 @@ import functools
 import logging
 import os
 import pwd
-import random
 import termios
 
 import serial
 
+from drivers.backoff import Backoff
 from drivers.listener import LinkState, SessionListener
 from drivers.measurement import Measurement
 from drivers.reducer import OneHertzReducer
@@ -193,8 +193,7 @@ class SerialOximeterSession:
         self._detect_timeout_s = detect_timeout_s
         self._stall_timeout_s = stall_timeout_s
         self._keepalive_interval_s = keepalive_interval_s
-        self._retry_initial_s = retry_initial_s
-        self._retry_max_s = retry_max_s
+        self._backoff = Backoff(retry_initial_s, retry_max_s)
         self._reducer = OneHertzReducer()
         self._task: asyncio.Task[None] | None = None
         self._state: tuple[LinkState, str] | None = None
@@ -249,8 +248,7 @@ class SerialOximeterSession:
                 connected = False
             # After a lost link the first retry comes quickly; failures back off from there.
             failures = 0 if connected else failures + 1
-            delay = min(self._retry_max_s, self._retry_initial_s * 2**failures)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await asyncio.sleep(self._backoff.delay(failures))
 
     async def _attempt(self) -> bool:
         """Open, detect, read until the link ends. True if it got as far as connected."""

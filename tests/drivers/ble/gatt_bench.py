@@ -7,9 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from drivers.backoff import Backoff
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
 from drivers.ble.profiles import PULSE_OXIMETER, GattProfile
-from drivers.ble.session import Backoff, GattSession
+from drivers.ble.session import GattSession
 from drivers.measurement import Site
 from firmware_sim.ble_main import SimulatedWard
 from tests.drivers.recording_listener import WAIT_S, RecordingListener

@@ -29,10 +29,11 @@ from dbus_fast import BusType, Message
 from dbus_fast.aio import MessageBus
 from dbusmock.testcase import SpawnedMock
 
+from drivers.backoff import Backoff
 from drivers.ble import uuids
 from drivers.ble.adapter import open_ble_adapter
 from drivers.ble.profiles import HEALTH_THERMOMETER
-from drivers.ble.session import Backoff, GattSession
+from drivers.ble.session import GattSession
 from drivers.listener import LinkState
 from drivers.measurement import Metric, Site
 from gateway.config import Config, parse_config
