@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -25,10 +23,10 @@ from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter
 from drivers.ble.battery import parse_battery_level
 from drivers.ble.dis import DIS_STRINGS, decode_dis_string
-from drivers.ble.profiles import GattProfile, MeasurementParser, MeasurementStream
+from drivers.ble.profiles import GattProfile, MeasurementParser
 from drivers.listener import LinkState, SessionListener
 from drivers.measurement import MalformedPacket, Measurement, Site
-from drivers.reducer import OneHertzReducer
+from drivers.reduced_stream import ReducedStream
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +87,7 @@ class GattSession:
         self._malformed_summary_s = malformed_summary_s
         self._state: LinkState | None = None
         self._task: asyncio.Task[None] | None = None
-        self._streams: list[_Stream] = []
+        self._streams: list[ReducedStream] = []
         #: Identity read from the device; None until a connection has read it.
         self.device_info: dict[str, str] | None = None
 
@@ -170,7 +168,7 @@ class GattSession:
             raise
         finally:
             for stream in self._streams:
-                stream.close()
+                stream.close(asyncio.get_running_loop().time())
             self._streams = []
             self._report(LinkState.DISCONNECTED, ending)
             await self._disconnect(client)
@@ -213,7 +211,7 @@ class GattSession:
         ]
         for uuid, new_stream in self.profile.streams.items():
             if (char := service.get_characteristic(uuid)) is not None:
-                stream = _Stream(
+                stream = ReducedStream(
                     self.address,
                     self.profile.name,
                     new_stream(),
@@ -221,7 +219,7 @@ class GattSession:
                     self._malformed_summary_s,
                 )
                 self._streams.append(stream)
-                subscriptions.append((char, stream.on_notification))
+                subscriptions.append((char, _notified(stream)))
         if not subscriptions:
             raise BleakError(f"no {self.profile.name} measurement characteristic")
         subscriptions += [
@@ -321,81 +319,11 @@ class GattSession:
             self._listener.on_link_state(self.address, state, detail)
 
 
-class _Stream:
-    """One connection's byte stream: its decoder, its one-per-second reducer, and the
-    summary of what the decoder dropped."""
+def _notified(stream: ReducedStream) -> Notified:
+    def on_notification(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+        stream.feed(asyncio.get_running_loop().time(), bytes(data))
 
-    def __init__(
-        self,
-        address: str,
-        name: str,
-        decoder: MeasurementStream[Any],
-        listener: SessionListener,
-        summary_s: float,
-    ) -> None:
-        self._address = address
-        self._name = name
-        self._decoder = decoder
-        self._listener = listener
-        self._summary_s = summary_s
-        self._reducer = OneHertzReducer()
-        self._joined = False
-        self._reported = self._dropped()
-        self._reported_at = -math.inf
-        self._heard_at = -math.inf
-        self._offending = b""
-
-    def on_notification(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
-        raw = bytes(data)
-        now = asyncio.get_running_loop().time()
-        if now - self._heard_at >= 1.0:  # a 100 Hz stream need not say so 100 times
-            self._heard_at = now
-            self._listener.on_signal(self._address, None)
-        before = self._dropped()
-        packets = self._decoder.feed(raw) if self._joined else self._join(raw)
-        if self._dropped() != before:
-            self._offending = raw
-        readings = self._reducer.add(now, [m for packet in packets for m in packet])
-        if readings:
-            self._listener.on_measurements(self._address, readings)
-        if now - self._reported_at >= self._summary_s:
-            self._summarise(now)
-
-    def close(self) -> None:
-        """The connection ended: report the last window and anything dropped unreported."""
-        if readings := self._reducer.flush():
-            self._listener.on_measurements(self._address, readings)
-        self._summarise(asyncio.get_running_loop().time())
-
-    def _join(self, raw: bytes) -> list[list[Measurement]]:
-        """Decodes the connection's first notification, which usually starts mid-packet:
-        the bytes skipped before its first packet are where the stream was joined, not
-        garbage, and are not reported."""
-        self._joined = True
-        packets: list[list[Measurement]] = []
-        end = 0
-        while end < len(raw) and not packets:
-            packets = self._decoder.feed(raw[end : end + 1])
-            end += 1
-        self._reported = self._dropped()
-        return packets + self._decoder.feed(raw[end:])
-
-    def _dropped(self) -> tuple[int, int]:
-        return self._decoder.garbage_bytes, self._decoder.bad_packets
-
-    def _summarise(self, now: float) -> None:
-        garbage, bad = self._dropped()
-        new_garbage, new_bad = garbage - self._reported[0], bad - self._reported[1]
-        if not (new_garbage or new_bad):
-            return
-        self._reported, self._reported_at = (garbage, bad), now
-        parts = []
-        if new_garbage:
-            parts.append(f"{new_garbage} garbage bytes dropped while resynchronising")
-        if new_bad:
-            parts.append(f"{new_bad} bad packets dropped (last: {self._decoder.last_error})")
-        error = MalformedPacket(f"{self._name} stream: {'; '.join(parts)}")
-        self._listener.on_malformed(self._address, error, self._offending)
+    return on_notification
 
 
 def _with_site(parser: MeasurementParser, site: Site | None) -> Parse:

@@ -167,7 +167,8 @@ class StreamDecoder:
         self.garbage_bytes = 0
         self.packets = 0
         #: Framed packets that still failed to parse (an unknown v4.6 status byte).
-        self.malformed_packets = 0
+        self.bad_packets = 0
+        self.last_error: MalformedPacket | None = None
         #: Packets decoded since the last garbage byte: how sure we are of the framing.
         self.packets_in_sync = 0
 
@@ -190,8 +191,9 @@ class StreamDecoder:
                 start = end
                 try:
                     out.append(self._parse(head))
-                except MalformedPacket:
-                    self.malformed_packets += 1
+                except MalformedPacket as error:
+                    self.bad_packets += 1
+                    self.last_error = error
                     self.packets_in_sync = 0
                 else:
                     self.packets += 1

@@ -31,8 +31,7 @@ import serial
 
 from drivers.backoff import Backoff
 from drivers.listener import LinkState, SessionListener
-from drivers.measurement import Measurement
-from drivers.reducer import OneHertzReducer
+from drivers.reduced_stream import ReducedStream
 from drivers.serial.contec import V46_KEEPALIVE, V46_START, Generation, StreamDecoder
 
 logger = logging.getLogger(__name__)
@@ -186,21 +185,21 @@ class SerialOximeterSession:
         keepalive_interval_s: float = 3.0,
         retry_initial_s: float = 1.0,
         retry_max_s: float = 30.0,
+        malformed_summary_s: float = 60.0,
     ) -> None:
         self.port = port
+        self._malformed_summary_s = malformed_summary_s
         self._listener = listener
         self._generation = generation
         self._detect_timeout_s = detect_timeout_s
         self._stall_timeout_s = stall_timeout_s
         self._keepalive_interval_s = keepalive_interval_s
         self._backoff = Backoff(retry_initial_s, retry_max_s)
-        self._reducer = OneHertzReducer()
         self._task: asyncio.Task[None] | None = None
         self._state: tuple[LinkState, str] | None = None
         self._decoder: StreamDecoder | None = None
         self._closed_garbage = 0
-        self._closed_malformed = 0
-        self._last_signal = float("-inf")
+        self._closed_bad = 0
         #: Times a live link was lost (hang-up, stall, I/O error) and had to be reopened.
         self.reopens = 0
         #: Of those, the times the line went quiet without hanging up.
@@ -222,9 +221,9 @@ class SerialOximeterSession:
         return self._closed_garbage + live
 
     @property
-    def malformed_packets(self) -> int:
-        live = self._decoder.malformed_packets if self._decoder else 0
-        return self._closed_malformed + live
+    def bad_packets(self) -> int:
+        live = self._decoder.bad_packets if self._decoder else 0
+        return self._closed_bad + live
 
     async def start(self) -> None:
         if self._task is None:
@@ -261,6 +260,14 @@ class SerialOximeterSession:
             self._report(LinkState.UNREACHABLE, str(exc))
             return False
         self._decoder = decoder
+        stream = ReducedStream(
+            self.port,
+            f"CMS50 {decoder.generation.value}",
+            decoder,
+            self._listener,
+            self._malformed_summary_s,
+            joining=False,  # detection left the decoder in sync with the line
+        )
         reason = "internal error, see the log"
         try:
             self._report(LinkState.CONNECTED, f"{self.port}: CMS50 {decoder.generation.value}")
@@ -272,7 +279,7 @@ class SerialOximeterSession:
                     "firmware": _DEVICE_INFO[decoder.generation],
                 },
             )
-            reason = await self._read_until_lost(link, decoder)
+            reason = await self._read_until_lost(link, decoder.generation, stream)
         except asyncio.CancelledError:
             reason = "session stopped"
             raise
@@ -280,8 +287,8 @@ class SerialOximeterSession:
             await link.close()
             self._decoder = None
             self._closed_garbage += decoder.garbage_bytes
-            self._closed_malformed += decoder.malformed_packets
-            self._report_readings(self._reducer.flush())
+            self._closed_bad += decoder.bad_packets
+            stream.close(asyncio.get_running_loop().time())
             self._report(LinkState.DISCONNECTED, reason)
         self.reopens += 1
         return True
@@ -316,11 +323,13 @@ class SerialOximeterSession:
             decoder.feed(await link.read(remaining))
         return decoder
 
-    async def _read_until_lost(self, link: _Link, decoder: StreamDecoder) -> str:
-        """Feed the reducer until the line fails or stalls; returns why it ended."""
+    async def _read_until_lost(
+        self, link: _Link, generation: Generation, stream: ReducedStream
+    ) -> str:
+        """Feed the stream until the line fails or stalls; returns why it ended."""
         loop = asyncio.get_running_loop()
         last_packet = loop.time()
-        keepalive = decoder.generation is Generation.V46
+        keepalive = generation is Generation.V46
         next_keepalive = last_packet + self._keepalive_interval_s
         try:
             while True:
@@ -333,25 +342,13 @@ class SerialOximeterSession:
                     wake = min(wake, next_keepalive)
                 data = await link.read(wake - now)
                 now = loop.time()
-                packets = decoder.feed(data)
-                if packets:
+                if stream.feed(now, data):
                     last_packet = now
-                    self._on_packets(now, packets)
                 elif now - last_packet >= self._stall_timeout_s:
                     self.stalls += 1
                     return f"no CMS50 packet for {self._stall_timeout_s:g} s"
         except _LinkLost as exc:
             return str(exc)
-
-    def _on_packets(self, now: float, packets: list[list[Measurement]]) -> None:
-        self._report_readings(self._reducer.add(now, (m for p in packets for m in p)))
-        if now - self._last_signal >= 1.0:
-            self._last_signal = now
-            self._listener.on_signal(self.port, None)
-
-    def _report_readings(self, readings: list[Measurement]) -> None:
-        if readings:
-            self._listener.on_measurements(self.port, readings)
 
     def _report(self, state: LinkState, detail: str) -> None:
         if self._state != (state, detail):

@@ -185,7 +185,7 @@ def test_stream_keeps_partial_packets_across_reads(generation: Generation, packe
 def test_stream_counts_framed_but_undecodable_v46_packets() -> None:
     decoder = StreamDecoder(Generation.V46)
     assert len(decoder.feed(V46 + _v46_with(1, 0xE5) + V46)) == 2
-    assert (decoder.malformed_packets, decoder.garbage_bytes, decoder.packets_in_sync) == (1, 0, 1)
+    assert (decoder.bad_packets, decoder.garbage_bytes, decoder.packets_in_sync) == (1, 0, 1)
 
 
 def test_reset_drops_a_partial_packet_but_keeps_counters() -> None:

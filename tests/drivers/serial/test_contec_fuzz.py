@@ -62,7 +62,7 @@ def test_stream_decoder_accounts_for_every_byte(
     decoder = StreamDecoder(generation)
     packets = [p for chunk in chunks for p in decoder.feed(chunk)]
     assert all(_plausible(m) for p in packets for m in p)
-    framed = decoder.packet_len * (decoder.packets + decoder.malformed_packets)
+    framed = decoder.packet_len * (decoder.packets + decoder.bad_packets)
     pending = sum(map(len, chunks)) - decoder.garbage_bytes - framed
     assert len(packets) == decoder.packets
     assert 0 <= pending < decoder.packet_len
