@@ -217,6 +217,7 @@ class GatewayService:
                 "evicted_undelivered": q.evicted_undelivered,
             },
             "bluetooth": self.sessions.adapter_health(),
+            "discovered": self.sessions.discovered(),
         }
 
     def device_records(self) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.backoff import Backoff
@@ -73,6 +74,23 @@ class DeviceSessions:
         if self._adapter is not None:
             await self._adapter.stop()
             self._adapter = None
+
+    def discovered(self) -> list[dict[str, Any]]:
+        """Sensors heard advertising that are not bound to anything: candidates for
+        pairing. They never give readings."""
+        if self._adverts is None:
+            return []
+        now = time.monotonic()
+        return [
+            {
+                "address": address,
+                "kind": seen.kind,
+                "name": seen.name,
+                "rssi": seen.rssi,
+                "seen_s_ago": round(now - seen.last_seen),
+            }
+            for address, seen in sorted(self._adverts.discovered.items())
+        ]
 
     def adapter_health(self) -> dict[str, Any]:
         """With the watchdog on, its state and error replace the opening's, and its
