@@ -56,6 +56,7 @@ class DeviceRegistry:
                 continue
             status.info = dict(record.get("info") or {})
             status.battery = record.get("battery")
+            status.rssi = record.get("rssi")
             status.last_seen = record.get("last_seen")
             status.last_values = dict(record.get("last_values") or {})
             status.malformed_packets = int(record.get("malformed_packets") or 0)

@@ -58,3 +58,26 @@ async def test_bad_requests_get_clear_errors(tmp_path: Path, mosquitto: Mosquitt
             assert (await web.get("/healthz")).json() == {"status": "ok"}
     finally:
         await service.stop()
+
+
+@pytest.mark.asyncio
+async def test_device_identity_and_last_values_survive_a_restart(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    config = load_config(write_config(tmp_path, mosquitto.port, devices=DEVICE))
+    first = GatewayService(config)
+    await first.start()
+    first.pipeline.on_device_info(PORT_PATH, {"model": "CMS50 (USB serial)"})
+    first.pipeline.on_signal(PORT_PATH, -61)
+    first.pipeline.on_measurements(PORT_PATH, [Measurement(Metric.BATTERY, 80)])
+    await first.stop()
+    second = GatewayService(config)
+    await second.start()
+    try:
+        (device,) = second.device_records()
+        assert device["id"] == "cms50-usb-absent-cms50"
+        assert device["info"] == {"model": "CMS50 (USB serial)"}
+        assert (device["battery"], device["rssi"]) == (80, -61)
+        assert device["last_seen"] is not None and device["last_values"]["battery"]["value"] == 80
+    finally:
+        await second.stop()
