@@ -16,7 +16,11 @@ from bumble.link import LocalLink
 
 from drivers.ble import uuids
 from drivers.ble.berrymed import PR_INVALID, SPO2_INVALID, SYNC
-from firmware_sim.devices.peripheral import ScenarioClock, StreamingPeripheral
+from firmware_sim.devices.peripheral import (
+    ScenarioClock,
+    StreamingPeripheral,
+    uart_characteristics,
+)
 from firmware_sim.scenarios import beats_at, oximeter_at, pulse_wave_at
 
 DEFAULT_ADDRESS = "F0:00:00:00:00:03"
@@ -75,16 +79,7 @@ class BerryMedOximeter(StreamingPeripheral):
         garbage_every: int | None = None,
         advertising_interval_ms: float = 50.0,
     ) -> None:
-        stream = gatt.Characteristic[bytes](
-            NOTIFY, gatt.Characteristic.Properties.NOTIFY, gatt.Characteristic.Permissions(0)
-        )
-        commands = gatt.Characteristic[bytes](
-            WRITE,
-            gatt.Characteristic.Properties.WRITE
-            | gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
-            gatt.Characteristic.WRITEABLE,
-            gatt.CharacteristicValue(write=lambda _connection, _value: None),
-        )
+        stream, commands = uart_characteristics(NOTIFY, WRITE)
         self._beat = -1
         super().__init__(
             link,

@@ -17,7 +17,7 @@ from bumble import gatt
 from bumble.core import UUID
 from bumble.link import LocalLink
 
-from firmware_sim.devices.peripheral import ScenarioClock, SimulatedPeripheral
+from firmware_sim.devices.peripheral import ScenarioClock, SimulatedPeripheral, pushed
 from firmware_sim.encoding import date_time, float32
 from firmware_sim.scenarios import thermometer_at
 
@@ -53,16 +53,8 @@ class HealthThermometer(SimulatedPeripheral):
         self.fahrenheit = fahrenheit
         self.intermediate = intermediate
         self._steps = 0
-        self._measurement = gatt.Characteristic[bytes](
-            TEMPERATURE_MEASUREMENT,
-            gatt.Characteristic.Properties.INDICATE,
-            gatt.Characteristic.Permissions(0),
-        )
-        self._intermediate = gatt.Characteristic[bytes](
-            INTERMEDIATE_TEMPERATURE,
-            gatt.Characteristic.Properties.NOTIFY,
-            gatt.Characteristic.Permissions(0),
-        )
+        self._measurement = pushed(TEMPERATURE_MEASUREMENT, indicate=True)
+        self._intermediate = pushed(INTERMEDIATE_TEMPERATURE)
         temperature_type = gatt.Characteristic[bytes](
             TEMPERATURE_TYPE,
             gatt.Characteristic.Properties.READ,

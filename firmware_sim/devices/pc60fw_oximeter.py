@@ -16,7 +16,11 @@ from bumble.link import LocalLink
 
 from drivers.ble import uuids
 from drivers.ble.pc60fw import SYNC, TYPE_BATTERY, TYPE_READINGS, crc8_maxim
-from firmware_sim.devices.peripheral import ScenarioClock, StreamingPeripheral
+from firmware_sim.devices.peripheral import (
+    ScenarioClock,
+    StreamingPeripheral,
+    uart_characteristics,
+)
 from firmware_sim.scenarios import oximeter_at, pulse_wave_at
 
 DEFAULT_ADDRESS = "F0:00:00:00:00:04"
@@ -60,16 +64,7 @@ class Pc60fwOximeter(StreamingPeripheral):
         garbage_every: int | None = None,
         advertising_interval_ms: float = 50.0,
     ) -> None:
-        stream = gatt.Characteristic[bytes](
-            NOTIFY, gatt.Characteristic.Properties.NOTIFY, gatt.Characteristic.Permissions(0)
-        )
-        commands = gatt.Characteristic[bytes](
-            WRITE,
-            gatt.Characteristic.Properties.WRITE
-            | gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
-            gatt.Characteristic.WRITEABLE,
-            gatt.CharacteristicValue(write=lambda _connection, _value: None),
-        )
+        stream, commands = uart_characteristics(NOTIFY, WRITE)
         super().__init__(
             link,
             address,

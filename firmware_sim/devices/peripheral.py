@@ -299,3 +299,31 @@ def _battery_level_characteristic(
         gatt.Characteristic.READABLE,
         gatt.CharacteristicValue(read=lambda _connection: bytes([level()])),
     )
+
+
+def pushed(uuid: UUID, indicate: bool = False) -> gatt.Characteristic[bytes]:
+    """A characteristic the device pushes to subscribers (notify, or indicate: the
+    central acknowledges each value) and that cannot be read."""
+    properties = gatt.Characteristic.Properties
+    return gatt.Characteristic[bytes](
+        uuid,
+        properties.INDICATE if indicate else properties.NOTIFY,
+        gatt.Characteristic.Permissions(0),
+    )
+
+
+def uart_characteristics(
+    notify: UUID, write: UUID
+) -> tuple[gatt.Characteristic[bytes], gatt.Characteristic[bytes]]:
+    """The two characteristics of a serial-port-over-BLE service (transparent UART,
+    Nordic UART): device-to-host notifications, and host-to-device writes that these
+    simulated devices accept and ignore."""
+    stream = pushed(notify)
+    commands = gatt.Characteristic[bytes](
+        write,
+        gatt.Characteristic.Properties.WRITE
+        | gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
+        gatt.Characteristic.WRITEABLE,
+        gatt.CharacteristicValue(write=lambda _connection, _value: None),
+    )
+    return stream, commands

@@ -20,7 +20,7 @@ from bumble.core import UUID
 from bumble.device import Connection
 from bumble.link import LocalLink
 
-from firmware_sim.devices.peripheral import ScenarioClock, SimulatedPeripheral
+from firmware_sim.devices.peripheral import ScenarioClock, SimulatedPeripheral, pushed
 from firmware_sim.encoding import date_time, sfloat
 from firmware_sim.scenarios import OximeterSample, oximeter_at
 
@@ -68,16 +68,8 @@ class PlxOximeter(SimulatedPeripheral):
         self._features = struct.pack("<HH", supported, _VALIDATED) + (
             _SENSOR_UNCONNECTED.to_bytes(3, "little")
         )
-        self._continuous = gatt.Characteristic[bytes](
-            PLX_CONTINUOUS_MEASUREMENT,
-            gatt.Characteristic.Properties.NOTIFY,
-            gatt.Characteristic.Permissions(0),
-        )
-        self._spot_check = gatt.Characteristic[bytes](
-            PLX_SPOT_CHECK_MEASUREMENT,
-            gatt.Characteristic.Properties.INDICATE,
-            gatt.Characteristic.Permissions(0),
-        )
+        self._continuous = pushed(PLX_CONTINUOUS_MEASUREMENT)
+        self._spot_check = pushed(PLX_SPOT_CHECK_MEASUREMENT, indicate=True)
         features = gatt.Characteristic[bytes](
             PLX_FEATURES,
             gatt.Characteristic.Properties.READ,
