@@ -33,7 +33,6 @@ from gateway.broker import Mosquitto, free_port
 from gateway.config import parse_config
 from gateway.pipeline import Pipeline
 from gateway.service import GatewayService
-from gateway.store import StoreThread
 from gateway.uplink import BrokerState
 
 PROBE_INTERVAL_S = 0.05
@@ -41,35 +40,17 @@ _PORT = "/dev/serial/by-id/usb-bench-absent-{}"  # never opened successfully
 
 
 class AcceptedCounter:
-    """`readings_accepted` since this counter was made.
+    """`readings_accepted` since this counter was made (the pipeline keeps totals)."""
 
-    The service's supervisor moves `pipeline.counters` into the store about once a
-    second by swapping in a fresh dict, so the dict alone is a per-second delta. This
-    keeps every dict it has seen and adds them up; poll it more often than once a second
-    (the bench polls every few ms) and check the end result with `exact()`.
-    """
-
-    def __init__(self, pipeline: Pipeline, store: StoreThread) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
-        self._store = store
-        self._seen = [pipeline.counters]
-        self._start = self._count()
+        self._start = self._now()
 
-    def _count(self) -> int:
-        current = self._pipeline.counters
-        if current is not self._seen[-1]:
-            self._seen.append(current)
-        return sum(d.get("readings_accepted", 0) for d in self._seen)
+    def _now(self) -> int:
+        return self._pipeline.counters.get("readings_accepted", 0)
 
     def total(self) -> int:
-        return self._count() - self._start
-
-    async def exact(self) -> int:
-        """Total ever accepted, from the store plus what is not flushed there yet (read
-        and queued without yielding, so the supervisor cannot move counts in between)."""
-        pending = self._pipeline.counters.get("readings_accepted", 0)
-        stored = await self._store.call(self._store.store.counters)
-        return stored.get("readings_accepted", 0) + pending
+        return self._now() - self._start
 
 
 @dataclass
@@ -114,7 +95,7 @@ async def running_gateway(workdir: Path) -> AsyncIterator[RunningGateway]:
             addresses,
             probe,
             f"{TOPIC_ROOT}/readings/{probe_id}",
-            AcceptedCounter(service.pipeline, service.store),
+            AcceptedCounter(service.pipeline),
         )
         try:
             await until(
@@ -205,9 +186,8 @@ async def ingest(n: int, workdir: Path) -> Result:
         await until(lambda: gw.accepted.total() >= n, _timeout(n), f"{n} readings accepted")
         elapsed = time.perf_counter() - start
         cpu = cpu_seconds() - cpu0
-        exact = await gw.accepted.exact()
-        if exact != n:
-            raise RuntimeError(f"readings_accepted is {exact} in the store, expected {n}")
+        if gw.accepted.total() != n:
+            raise RuntimeError(f"readings_accepted is {gw.accepted.total()}, expected {n}")
         result: Result = {
             "n": n,
             "rate": n / elapsed,

@@ -57,9 +57,16 @@ class DeviceSessions:
             elif device.kind in GATT_KINDS:
                 sessions.append(self._gatt_session(device))
         for session in sessions:
-            if session is not None:
+            if session is None:
+                continue
+            try:
                 await session.start()
-                self._sessions.append(session)
+            except Exception as exc:  # e.g. the adapter cannot scan: serve the others
+                self._adapter_state = "unavailable"
+                self._adapter_error = f"{type(session).__name__} did not start: {exc}"
+                log.error("device session did not start", extra={"error": str(exc)})
+                continue
+            self._sessions.append(session)
         self._ble_sessions = [s for s in self._sessions if not isinstance(s, SerialOximeterSession)]
         if self._watchdog is not None:
             await self._watchdog.start()
@@ -81,6 +88,7 @@ class DeviceSessions:
         if self._adverts is None:
             return []
         now = time.monotonic()
+        bound = {d.address for d in self._config.devices}
         return [
             {
                 "address": address,
@@ -90,18 +98,22 @@ class DeviceSessions:
                 "seen_s_ago": round(now - seen.last_seen),
             }
             for address, seen in sorted(self._adverts.discovered.items())
+            if address not in bound
         ]
 
     def adapter_health(self) -> dict[str, Any]:
-        """With the watchdog on, its state and error replace the opening's, and its
-        last action and counts are added."""
+        """With the watchdog on, its state and error replace the opening's (unless a
+        session could not even start), and its last action and counts are added."""
         health: dict[str, Any] = {
             "adapter": self._config.bluetooth.adapter,
             "state": self._adapter_state,
             "error": self._adapter_error,
         }
         if self._watchdog is not None:
-            health.update(self._watchdog.health())
+            watchdog = self._watchdog.health()
+            if self._adapter_state == "unavailable":
+                del watchdog["state"], watchdog["error"]
+            health.update(watchdog)
         return health
 
     async def _open_adapter(self) -> None:

@@ -6,7 +6,7 @@ stalls the event loop and SQLite's single-writer rule holds by construction.
 
 The outbox is the readings table itself: `delivered = 0` rows are waiting for a PUBACK.
 A partial index on those rows keeps "oldest undelivered" fast however large the
-delivered history grows (PERFORMANCE.md: ~30x faster, and not quadratic).
+delivered history grows (measured for the project: ~30x faster, and not quadratic).
 """
 
 from __future__ import annotations

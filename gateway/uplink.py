@@ -445,7 +445,9 @@ class Uplink:
         return f"{self._root}/{suffix}"
 
     def _offline_payload(self) -> str:
-        return json.dumps({"gateway": self._config.gateway.id, "state": "offline"})
+        return json.dumps(
+            {"gateway": self._config.gateway.id, "state": "offline"}, separators=(",", ":")
+        )
 
 
 def _resolve(future: asyncio.Future[ReasonCode], code: ReasonCode) -> None:

@@ -29,7 +29,8 @@ if [ ! -f "$CONF/gateway.toml" ]; then
   echo "edit $CONF/gateway.toml (gateway id, township, broker, devices), then:"
   echo "  systemctl restart bedside-gateway"
 fi
-chown -R root:bedside "$CONF" && chmod 0750 "$CONF"
+# The config may hold door-sensor keys: readable by the service, no one else.
+chown -R root:bedside "$CONF" && chmod 0750 "$CONF" && chmod 0640 "$CONF/gateway.toml"
 
 install -m 0644 "$SRC/systemd/bedside-gateway.service" /etc/systemd/system/
 systemctl daemon-reload

@@ -190,8 +190,9 @@ listen = "127.0.0.1:{free_port()}"
 class GatewayProcess:
     """`bedside-gateway run --config PATH` as its own process, as systemd runs it."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
+        self.env = env or {}
         self.log_path = config.parent / f"gateway-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -202,7 +203,7 @@ class GatewayProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         return self
 
@@ -252,11 +253,11 @@ class GatewayProcess:
 
 
 @pytest.fixture
-def gateway_factory() -> Iterator[Callable[[Path], GatewayProcess]]:
+def gateway_factory() -> Iterator[Callable[..., GatewayProcess]]:
     made: list[GatewayProcess] = []
 
-    def make(config: Path) -> GatewayProcess:
-        gw = GatewayProcess(config).start()
+    def make(config: Path, env: dict[str, str] | None = None) -> GatewayProcess:
+        gw = GatewayProcess(config, env).start()
         made.append(gw)
         return gw
 

@@ -135,8 +135,8 @@ def parse_plx_spot_check(data: bytes) -> list[Measurement]:
 def parse_plx_continuous(data: bytes) -> list[Measurement]:
     """0x2A5F -> the normal SpO2 and pulse rate and, when present, perfusion index.
 
-    The fast and slow SpO2/PR pairs are length-checked and skipped: the gateway reduces
-    the normal pair to 1 Hz itself.
+    The fast and slow SpO2/PR pairs are length-checked and skipped: the normal pair is
+    what a device displays, and what the rules were written for.
     """
     reader = FieldReader(data, "PLX continuous")
     flags = ContinuousFlags(reader.uint(1, "Flags"))

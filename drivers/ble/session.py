@@ -133,7 +133,7 @@ class GattSession:
     async def _find_and_serve(self) -> bool:
         try:
             device = await self._find()
-        except BleakError as error:  # the adapter cannot scan: off, gone, busy
+        except (BleakError, OSError) as error:  # cannot scan: off, gone, busy, no D-Bus
             self._report(LinkState.UNREACHABLE, f"scan failed: {_describe(error)}")
             return False
         if device is None:
