@@ -1,4 +1,5 @@
-"""sd_notify(3) without libsystemd: READY, WATCHDOG and STATUS to $NOTIFY_SOCKET.
+"""sd_notify(3) without libsystemd: READY, WATCHDOG and STOPPING to $NOTIFY_SOCKET.
+The service pings the watchdog every second, well inside any sensible WatchdogSec.
 
 Outside systemd (no NOTIFY_SOCKET) every call is a no-op.
 """
@@ -19,11 +20,3 @@ def notify(message: str) -> bool:
         sock.connect(address)
         sock.sendall(message.encode())
     return True
-
-
-def watchdog_interval_s() -> float | None:
-    """Half the unit's WatchdogSec, as systemd recommends, or None when not watched."""
-    usec = os.environ.get("WATCHDOG_USEC")
-    if not usec or not usec.isdigit():
-        return None
-    return int(usec) / 2_000_000

@@ -200,8 +200,3 @@ class StreamDecoder:
                     self.packets_in_sync += 1
         del buf[:start]
         return out
-
-    def reset(self) -> None:
-        """Forget a partial packet (the line was reopened); the counters are kept."""
-        self._buffer.clear()
-        self.packets_in_sync = 0

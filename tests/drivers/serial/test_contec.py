@@ -188,14 +188,6 @@ def test_stream_counts_framed_but_undecodable_v46_packets() -> None:
     assert (decoder.bad_packets, decoder.garbage_bytes, decoder.packets_in_sync) == (1, 0, 1)
 
 
-def test_reset_drops_a_partial_packet_but_keeps_counters() -> None:
-    decoder = StreamDecoder(Generation.LEGACY)
-    decoder.feed(b"\x00" + LEGACY[:3])
-    decoder.reset()
-    assert decoder.feed(LEGACY[3:] + LEGACY) == [parse_cms50_legacy_packet(LEGACY)]
-    assert decoder.garbage_bytes == 1 + 2  # the noise byte, then the orphaned tail
-
-
 @pytest.mark.parametrize("generation", list(Generation))
 def test_simulator_packets_decode_to_the_scenario(generation: Generation) -> None:
     encode = legacy_packet if generation is Generation.LEGACY else v46_packet
