@@ -110,3 +110,29 @@ class Alert:
             ),
             "evidence": list(self.evidence),
         }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Alert:
+        """The inverse of `payload()`: an alert as the store kept it."""
+
+        def when(key: str) -> datetime | None:
+            value = payload.get(key)
+            return datetime.fromisoformat(value) if value else None
+
+        raised_at, updated_at = when("raised_at"), when("updated_at")
+        assert raised_at is not None and updated_at is not None
+        return cls(
+            id=payload["id"],
+            kind=AlertKind(payload["kind"]),
+            subject=payload["subject"],
+            device=payload["device"],
+            severity=Severity(payload["severity"]),
+            state=AlertState(payload["state"]),
+            raised_at=raised_at,
+            updated_at=updated_at,
+            value=payload["value"],
+            threshold=payload["threshold"],
+            site=payload.get("site"),
+            cleared_at=when("cleared_at"),
+            evidence=list(payload.get("evidence", [])),
+        )

@@ -59,14 +59,12 @@ class DeviceSessions:
         for session in sessions:
             if session is None:
                 continue
-            try:
-                await session.start()
-            except Exception as exc:  # e.g. the adapter cannot scan: serve the others
+            error = await _start(session)
+            if error is None:
+                self._sessions.append(session)
+            else:  # e.g. the adapter cannot scan: the other devices are served
                 self._adapter_state = "unavailable"
-                self._adapter_error = f"{type(session).__name__} did not start: {exc}"
-                log.error("device session did not start", extra={"error": str(exc)})
-                continue
-            self._sessions.append(session)
+                self._adapter_error = f"{type(session).__name__} did not start: {error}"
         self._ble_sessions = [s for s in self._sessions if not isinstance(s, SerialOximeterSession)]
         if self._watchdog is not None:
             await self._watchdog.start()
@@ -196,7 +194,18 @@ class DeviceSessions:
 
     async def _start_ble_sessions(self) -> None:
         for session in self._ble_sessions:
-            try:
-                await session.start()
-            except Exception as exc:  # the scanner of an adapter that is still down
-                log.warning("bluetooth session did not restart", extra={"error": str(exc)})
+            await _start(session)
+
+
+async def _start(session: Session) -> Exception | None:
+    """Start one session; a failure is logged and returned, never raised, so that one
+    device (or an adapter that cannot scan) does not stop the others."""
+    try:
+        await session.start()
+    except Exception as exc:
+        log.error(
+            "device session did not start",
+            extra={"session": type(session).__name__, "error": str(exc)},
+        )
+        return exc
+    return None

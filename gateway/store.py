@@ -127,16 +127,17 @@ class Store:
         """Write a batch in one transaction. When this returns the readings are durable."""
         if not readings:
             return
+        payloads = [r.payload() for r in readings]
         rows = [
             {
-                "seq": r.seq,
-                "device": r.device,
-                "metric": r.measurement.metric.value,
-                "received_at": r.received_at.isoformat(timespec="milliseconds"),
+                "seq": p["seq"],
+                "device": p["device"],
+                "metric": p["metric"],
+                "received_at": p["received_at"],
                 "delivered": 0,
-                "payload": json.dumps(r.payload(), separators=(",", ":")),
+                "payload": json.dumps(p, separators=(",", ":")),
             }
-            for r in readings
+            for p in payloads
         ]
         with self._transaction():
             self.db.table("readings").insert_all(rows, batch_size=1000)

@@ -58,6 +58,20 @@ def secured_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.close()
 
 
+def config_with_password(
+    tmp_path: Path, broker: Mosquitto, password: str, gateway_id: str = "gw-test"
+) -> Path:
+    """A gateway that logs in as the broker user gw-test with `password`."""
+    (tmp_path / "pw").write_text(password)
+    return write_config(
+        tmp_path,
+        broker.port,
+        devices=DEVICE,
+        gateway_id=gateway_id,
+        mqtt_extra=f'username = "gw-test"\npassword_file = "{tmp_path / "pw"}"',
+    )
+
+
 @pytest_asyncio.fixture
 async def gateway_in_process(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -86,15 +100,9 @@ async def test_readings_travel_with_password_and_acl_and_secrets_stay_out_of_log
     gateway_in_process: Callable[[Path], asyncio.Future[GatewayService]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    (tmp_path / "pw").write_text("s3cret-gw\n")
     sub = Subscriber(secured_broker.port, "vitals/v1/#", username="server", password="s3cret-srv")
     sub.start()
-    config = write_config(
-        tmp_path,
-        secured_broker.port,
-        devices=DEVICE,
-        mqtt_extra=f'username = "gw-test"\npassword_file = "{tmp_path / "pw"}"',
-    )
+    config = config_with_password(tmp_path, secured_broker, "s3cret-gw\n")
     service = await gateway_in_process(config)
     measure(service, Measurement(Metric.SPO2, 96))
     await until(lambda: sub.readings(), what="a reading through the secured broker")
@@ -109,13 +117,7 @@ async def test_a_wrong_password_is_reported_and_readings_wait_in_the_store(
     secured_broker: Mosquitto,
     gateway_in_process: Callable[[Path], asyncio.Future[GatewayService]],
 ) -> None:
-    (tmp_path / "pw").write_text("wrong")
-    config = write_config(
-        tmp_path,
-        secured_broker.port,
-        devices=DEVICE,
-        mqtt_extra=f'username = "gw-test"\npassword_file = "{tmp_path / "pw"}"',
-    )
+    config = config_with_password(tmp_path, secured_broker, "wrong")
     service = await gateway_in_process(config)
     measure(service, Measurement(Metric.SPO2, 96), Measurement(Metric.PULSE_RATE, 70))
     await until(lambda: "refused" in service.uplink.health.last_error, what="a refusal")
@@ -133,14 +135,8 @@ async def test_a_message_the_acl_refuses_is_not_marked_delivered(
 ) -> None:
     """MQTT 5 brokers answer a forbidden publish with a failing PUBACK: the reading
     must stay in the outbox, not be counted as delivered."""
-    (tmp_path / "pw").write_text("s3cret-gw")
-    config = write_config(
-        tmp_path,
-        secured_broker.port,
-        devices=DEVICE,
-        gateway_id="gw-other",  # its topics are outside what the ACL lets gw-test write
-        mqtt_extra=f'username = "gw-test"\npassword_file = "{tmp_path / "pw"}"',
-    )
+    # gw-other's topics are outside what the ACL lets the user gw-test write
+    config = config_with_password(tmp_path, secured_broker, "s3cret-gw", "gw-other")
     service = await gateway_in_process(config)
     measure(service, Measurement(Metric.SPO2, 96))
     await until(lambda: service.pipeline.counters.get("readings_accepted") == 1, what="stored")
