@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Protocol
 
-from drivers.measurement import MalformedPacket, Measurement
+from drivers.errors import RefusedPacket
+from drivers.measurement import Measurement
 
 
 class LinkState(StrEnum):
@@ -19,6 +20,21 @@ class LinkState(StrEnum):
     DISCONNECTED = "disconnected"  # was connected, link lost or closed; will retry
     UNREACHABLE = "unreachable"  # a connect or open attempt failed; will retry
     PERMISSION_DENIED = "permission_denied"  # e.g. serial port not readable by our user
+
+
+class AdapterState(StrEnum):
+    """The Bluetooth adapter, as `status` and the page show it."""
+
+    NOT_USED = "not used"  # no Bluetooth device is configured
+    STARTING = "starting"
+    OPENING = "opening"
+    UP = "up"
+    #: The watchdog restarted scanning and no device has been heard since.
+    RESTARTING_SCAN = "restarting scan"
+    #: The watchdog power-cycled the adapter and no device has been heard since.
+    POWER_CYCLING = "power-cycling"
+    #: Cannot be opened or cannot scan, or the watchdog's last step failed (see `error`).
+    UNAVAILABLE = "unavailable"
 
 
 class SessionListener(Protocol):
@@ -35,8 +51,9 @@ class SessionListener(Protocol):
     def on_device_info(self, address: str, info: dict[str, str]) -> None:
         """Identity read from the device: manufacturer, model, serial, firmware, ..."""
 
-    def on_malformed(self, address: str, error: MalformedPacket, raw: bytes) -> None:
-        """Bytes that could not be decoded. Collection goes on."""
+    def on_refused(self, address: str, error: RefusedPacket, raw: bytes) -> None:
+        """Bytes refused: undecodable (a `MalformedPacket`: noise) or failing a
+        security check (a `SecurityRejection`: maybe an attack). Collection goes on."""
 
     def on_signal(self, address: str, rssi: int | None) -> None:
         """The device was heard (advert or packet), with its signal strength if known."""

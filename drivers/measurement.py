@@ -96,7 +96,3 @@ class Measurement:
         if self.measured_at is not None:
             out["measured_at"] = self.measured_at.isoformat()
         return out
-
-
-class MalformedPacket(ValueError):
-    """Bytes from a device that cannot be decoded. The message says exactly why."""

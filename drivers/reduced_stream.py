@@ -8,9 +8,10 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+from drivers.errors import MalformedPacket
 from drivers.listener import SessionListener
-from drivers.measurement import MalformedPacket, Measurement
-from drivers.reducer import OneHertzReducer
+from drivers.measurement import Measurement
+from drivers.one_hertz import OneHertzReducer
 
 
 class PacketStream(Protocol):
@@ -104,4 +105,4 @@ class ReducedStream:
         if new_bad:
             parts.append(f"{new_bad} bad packets dropped (last: {self._decoder.last_error})")
         error = MalformedPacket(f"{self._name} stream: {'; '.join(parts)}")
-        self._listener.on_malformed(self._address, error, self._offending)
+        self._listener.on_refused(self._address, error, self._offending)

@@ -1,6 +1,6 @@
-"""`python -m firmware_sim ble`: a thermometer and an oximeter (and on request BerryMed
-and PC-60FW oximeters and door sensors) on a virtual radio that a gateway reaches over
-HCI/TCP, or the same in-process through `SimulatedWard`:
+"""`python -m firmware_sim ble`: a thermometer and an oximeter (and on request the twin
+of any other connected device kind, and door sensors) on a virtual radio that a gateway
+reaches over HCI/TCP, or the same in-process through `SimulatedWard`:
 
     async with SimulatedWard(scenario="fever") as ward:
         async with open_ble_adapter(f"bumble:{ward.hci_spec}") as adapter: ...
@@ -13,26 +13,26 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import cast
 
 from bumble import hci
 from bumble.link import LocalLink
 
+from drivers.kinds import KINDS, Transport, kinds_of
 from firmware_sim.ble_radio import HciTcpServer
-from firmware_sim.devices import (
-    berrymed_oximeter,
-    health_thermometer,
-    pc60fw_oximeter,
-    plx_oximeter,
-)
-from firmware_sim.devices.berrymed_oximeter import BerryMedOximeter
-from firmware_sim.devices.health_thermometer import HealthThermometer
-from firmware_sim.devices.pc60fw_oximeter import Pc60fwOximeter
-from firmware_sim.devices.peripheral import ScenarioClock, SimulatedPeripheral
-from firmware_sim.devices.plx_oximeter import PlxOximeter
+from firmware_sim.devices.peripheral import ScenarioClock, SimulatedPeripheral, TwinOptions
 from firmware_sim.door_ward import DOOR_KINDS, DoorSensors
 from firmware_sim.scenarios import SCENARIOS, check_scenario
+from firmware_sim.twins import twin_class
+
+#: The twin of every connected (GATT) device kind, by kind.
+GATT_TWINS: dict[str, type[SimulatedPeripheral]] = {
+    kind: cast(type[SimulatedPeripheral], twin_class(KINDS[kind], SimulatedPeripheral))
+    for kind in kinds_of(Transport.GATT)
+}
+#: The kinds a ward has unless told otherwise: a thermometer and a PLX oximeter.
+DEFAULT_KINDS = ("hts", "plx")
 
 DEFAULT_HCI = "tcp-server:127.0.0.1:9001"
 
@@ -48,14 +48,16 @@ def _static_address(address: str) -> str:
 
 
 class SimulatedWard:
-    """Simulated devices on one virtual link, behind an HCI/TCP server: a thermometer and
-    a PLX oximeter always; a BerryMed and a PC-60FW oximeter at the addresses given;
-    door sensors of the kinds given (each at its default address and key).
+    """Simulated devices on one virtual link, behind an HCI/TCP server: the connected
+    devices in `devices` (kind -> address, None for the twin's default address; by
+    default a thermometer and a PLX oximeter) and door sensors of the kinds given (each
+    at its default address and key).
 
     `speed` runs the scenario faster than real time (readings and range changes alike);
-    `interval` is the thermometer's period in scenario seconds, the oximeter sends every
+    `interval` is the thermometer's period in scenario seconds, the oximeters send every
     scenario second. `intermediate` in-progress values precede each final temperature;
-    `spot_check_interval` adds PLX spot-checks; `garbage_every` puts stray bytes before
+    `spot_check_interval` adds PLX spot-checks; `malformed_every` cuts every Nth packet
+    of the thermometer and PLX oximeter short; `garbage_every` puts stray bytes before
     every Nth packet of the streaming oximeters.
     """
 
@@ -65,10 +67,7 @@ class SimulatedWard:
         scenario: str = "normal",
         host: str = "127.0.0.1",
         port: int = 0,
-        thermometer: str = health_thermometer.DEFAULT_ADDRESS,
-        oximeter: str = plx_oximeter.DEFAULT_ADDRESS,
-        berrymed: str | None = None,
-        pc60fw: str | None = None,
+        devices: Mapping[str, str | None] | None = None,
         doors: Sequence[str] = (),
         interval: float = 5.0,
         speed: float = 1.0,
@@ -79,40 +78,41 @@ class SimulatedWard:
         garbage_every: int | None = None,
         advertising_interval_ms: float = 50.0,
     ) -> None:
-        self.scenario = check_scenario(scenario)
-        self.thermometer_address = _static_address(thermometer)
-        self.oximeter_address = _static_address(oximeter)
-        self.berrymed_address = None if berrymed is None else _static_address(berrymed)
-        self.pc60fw_address = None if pc60fw is None else _static_address(pc60fw)
-        addresses = [
-            a
-            for a in (
-                self.thermometer_address,
-                self.oximeter_address,
-                self.berrymed_address,
-                self.pc60fw_address,
-            )
-            if a is not None
-        ]
-        if len(set(addresses)) != len(addresses):
-            raise ValueError(f"each simulated device needs its own address, not {addresses}")
+        self.options = TwinOptions(
+            scenario=check_scenario(scenario),
+            interval=interval,
+            fahrenheit=fahrenheit,
+            intermediate=intermediate,
+            spot_check_interval=spot_check_interval,
+            malformed_every=malformed_every,
+            garbage_every=garbage_every,
+            advertising_interval_ms=advertising_interval_ms,
+        )
+        wanted = dict.fromkeys(DEFAULT_KINDS) if devices is None else dict(devices)
+        unknown = [kind for kind in wanted if kind not in GATT_TWINS]
+        if unknown:
+            raise ValueError(f"no simulated {unknown[0]!r}; choose from {', '.join(GATT_TWINS)}")
+        #: Kind -> the address its twin is at.
+        self.addresses = {
+            kind: _static_address(address or GATT_TWINS[kind].default_address)
+            for kind, address in wanted.items()
+        }
+        if len(set(self.addresses.values())) != len(self.addresses):
+            raise ValueError(f"each simulated device needs its own address, not {self.addresses}")
         unknown = [kind for kind in doors if kind not in DOOR_KINDS]
         if unknown:
             raise ValueError(f"unknown door sensor {unknown[0]!r}; choose from {DOOR_KINDS}")
         self._door_kinds = list(doors)
         self._host = host
         self._port = port
-        self._interval = interval
         self._speed = speed
-        self._fahrenheit = fahrenheit
-        self._intermediate = intermediate
-        self._spot_check_interval = spot_check_interval
-        self._malformed_every = malformed_every
-        self._garbage_every = garbage_every
-        self._advertising_interval_ms = advertising_interval_ms
         self._server: HciTcpServer | None = None
         self._doors: DoorSensors | None = None
         self.devices: list[SimulatedPeripheral] = []
+
+    @property
+    def scenario(self) -> str:
+        return self.options.scenario
 
     @property
     def hci_spec(self) -> str:
@@ -133,14 +133,8 @@ class SimulatedWard:
 
     def describe(self) -> str:
         """One line for the banner: the HCI spec, each device's address, the scenario."""
-        named = {
-            "thermometer": self.thermometer_address,
-            "oximeter": self.oximeter_address,
-            "berrymed": self.berrymed_address,
-            "pc60fw": self.pc60fw_address,
-        }
         parts = [f"hci={self.hci_spec}"]
-        parts += [f"{name}={address}" for name, address in named.items() if address]
+        parts += [f"{kind}={address}" for kind, address in self.addresses.items()]
         parts += [f"scenario={self.scenario}", self.doors.describe()]
         return " ".join(part for part in parts if part)
 
@@ -153,7 +147,7 @@ class SimulatedWard:
             self._door_kinds,
             scenario="opens_and_closes",
             clock=clock,
-            advertising_interval_ms=self._advertising_interval_ms,
+            advertising_interval_ms=self.options.advertising_interval_ms,
         )
         self._server = HciTcpServer(link, self._host, self._port)
         try:
@@ -166,42 +160,10 @@ class SimulatedWard:
             raise
 
     def _create_devices(self, link: LocalLink, clock: ScenarioClock) -> list[SimulatedPeripheral]:
-        common: dict[str, Any] = {
-            "scenario": self.scenario,
-            "clock": clock,
-            "advertising_interval_ms": self._advertising_interval_ms,
-        }
-        devices: list[SimulatedPeripheral] = [
-            HealthThermometer(
-                link,
-                self.thermometer_address,
-                interval=self._interval,
-                fahrenheit=self._fahrenheit,
-                intermediate=self._intermediate,
-                malformed_every=self._malformed_every,
-                **common,
-            ),
-            PlxOximeter(
-                link,
-                self.oximeter_address,
-                spot_check_interval=self._spot_check_interval,
-                malformed_every=self._malformed_every,
-                **common,
-            ),
+        return [
+            GATT_TWINS[kind].simulate(link, address, clock, self.options)
+            for kind, address in self.addresses.items()
         ]
-        if self.berrymed_address is not None:
-            devices.append(
-                BerryMedOximeter(
-                    link, self.berrymed_address, garbage_every=self._garbage_every, **common
-                )
-            )
-        if self.pc60fw_address is not None:
-            devices.append(
-                Pc60fwOximeter(
-                    link, self.pc60fw_address, garbage_every=self._garbage_every, **common
-                )
-            )
-        return devices
 
     async def stop(self) -> None:
         if self._doors is not None:
@@ -236,21 +198,20 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--hci", default=DEFAULT_HCI, help=f"(default {DEFAULT_HCI})")
     parser.add_argument("--scenario", choices=SCENARIOS, default="normal")
-    parser.add_argument("--thermometer", default=health_thermometer.DEFAULT_ADDRESS)
-    parser.add_argument("--oximeter", default=plx_oximeter.DEFAULT_ADDRESS)
+    for kind, twin in GATT_TWINS.items():
+        default = twin.default_address
+        parser.add_argument(
+            f"--{kind}",
+            nargs="?",
+            const=default,
+            metavar="ADDR",
+            help=f"a simulated {KINDS[kind].description} (default address {default})"
+            + (", in every ward unless --only is given" if kind in DEFAULT_KINDS else ""),
+        )
     parser.add_argument(
-        "--berrymed",
-        nargs="?",
-        const=berrymed_oximeter.DEFAULT_ADDRESS,
-        metavar="ADDR",
-        help=f"add a BerryMed BCI oximeter (default {berrymed_oximeter.DEFAULT_ADDRESS})",
-    )
-    parser.add_argument(
-        "--pc60fw",
-        nargs="?",
-        const=pc60fw_oximeter.DEFAULT_ADDRESS,
-        metavar="ADDR",
-        help=f"add a PC-60FW oximeter (default {pc60fw_oximeter.DEFAULT_ADDRESS})",
+        "--only",
+        action="store_true",
+        help=f"only the devices asked for, not the default {' and '.join(DEFAULT_KINDS)}",
     )
     parser.add_argument(
         "--door",
@@ -309,14 +270,13 @@ def main(argv: list[str]) -> int:
     args = _arguments(argv)
     try:
         host, port = _parse_hci(args.hci)
+        asked = {kind: getattr(args, kind) for kind in GATT_TWINS if getattr(args, kind)}
+        defaults = {} if args.only else dict.fromkeys(DEFAULT_KINDS)
         ward = SimulatedWard(
             scenario=args.scenario,
             host=host,
             port=port,
-            thermometer=args.thermometer,
-            oximeter=args.oximeter,
-            berrymed=args.berrymed,
-            pc60fw=args.pc60fw,
+            devices={**defaults, **asked},
             doors=args.door,
             interval=args.interval,
             speed=args.speed,

@@ -33,7 +33,7 @@ from firmware_sim.scenarios import OximeterSample, check_scenario, in_range, oxi
 logger = logging.getLogger(__name__)
 
 #: Bytes 2 and 4 of a v4.6 packet have no documented meaning; these are the values of
-#: the captured example in PROTOCOLS.md 4.2.
+#: the captured example in docs/protocols.md 4.2.
 _V46_BYTE2 = 0x85
 _V46_BYTE4 = 0x96
 #: Injected after a truncated packet; none of these can start a packet of either kind,

@@ -12,22 +12,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
+from typing import cast
 
 from bumble import hci
 from bumble.link import LocalLink
 
-from firmware_sim.devices import bthome_door, mibeacon_door
+from drivers.kinds import KINDS, Transport, kinds_of
 from firmware_sim.devices.advertiser import AdvertisingDoorSensor
-from firmware_sim.devices.bthome_door import BthomeDoorSensor
-from firmware_sim.devices.mibeacon_door import MiBeaconDoorSensor
 from firmware_sim.devices.peripheral import ScenarioClock
 from firmware_sim.door_scenarios import check_door_scenario, door_open_at
+from firmware_sim.twins import twin_class
 
-#: Kind -> default address and key.
-_DEFAULTS: dict[str, tuple[str, bytes | None]] = {
-    "bthome": (bthome_door.DEFAULT_ADDRESS, None),
-    "bthome-encrypted": (bthome_door.DEFAULT_ENCRYPTED_ADDRESS, bthome_door.DEFAULT_KEY),
-    "mibeacon": (mibeacon_door.DEFAULT_ADDRESS, mibeacon_door.DEFAULT_KEY),
+#: Door sensor name (`--door NAME`) -> its twin class, default address and key: the
+#: variants of every advertisement-only kind's twin.
+_DEFAULTS: dict[str, tuple[type[AdvertisingDoorSensor], str, bytes | None]] = {
+    name: (twin, address, key)
+    for twin in (
+        cast(type[AdvertisingDoorSensor], twin_class(KINDS[kind], AdvertisingDoorSensor))
+        for kind in kinds_of(Transport.ADVERT)
+    )
+    for name, (address, key) in twin.variants.items()
 }
 DOOR_KINDS = tuple(_DEFAULTS)
 #: Real time between two looks at the door scenario.
@@ -73,21 +77,11 @@ class DoorSensors:
     ) -> AdvertisingDoorSensor:
         """Power on one more sensor; `key` replaces the kind's default key (a plain
         `bthome` sensor has none)."""
-        default_address, default_key = _defaults(kind)
+        twin, default_address, default_key = _defaults(kind)
         address = hci.Address(address or default_address).to_string(with_type_qualifier=False)
         if any(s.address == address for s in self.sensors):
             raise ValueError(f"two door sensors at {address}")
-        key = key or default_key
-        sensor: AdvertisingDoorSensor
-        if kind == "mibeacon":
-            assert key is not None  # MCCGQ02HL sensors always encrypt
-            sensor = MiBeaconDoorSensor(
-                self._link, address, key=key, advertising_interval_ms=self._interval_ms
-            )
-        else:
-            sensor = BthomeDoorSensor(
-                self._link, address, key=key, advertising_interval_ms=self._interval_ms
-            )
+        sensor = twin.simulate(self._link, address, key or default_key, self._interval_ms)
         try:
             await sensor.start()
         except BaseException:
@@ -129,7 +123,7 @@ class DoorSensors:
             await asyncio.sleep(_TICK_SECONDS)
 
 
-def _defaults(kind: str) -> tuple[str, bytes | None]:
+def _defaults(kind: str) -> tuple[type[AdvertisingDoorSensor], str, bytes | None]:
     if kind not in _DEFAULTS:
         raise ValueError(f"unknown door sensor {kind!r}; choose one of {', '.join(DOOR_KINDS)}")
     return _DEFAULTS[kind]

@@ -1,6 +1,6 @@
 """IEEE-11073-20601 numbers and the GATT Date Time, as a device puts them on the air.
 
-The inverse of PROTOCOLS.md section 0: `sfloat(2.8, -1)` is `1C F0`, `float32(37.4, -1)`
+The inverse of docs/protocols.md section 0: `sfloat(2.8, -1)` is `1C F0`, `float32(37.4, -1)`
 is `76 01 00 FF`. NaN and the infinities become their reserved raw values. All
 little-endian.
 """

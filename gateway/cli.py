@@ -1,5 +1,5 @@
 """`bedside-gateway`: run the service, check a config, run the demo, watch the broker,
-decode device bytes, list the Bluetooth devices in range.
+list the device kinds, decode device bytes, list the Bluetooth devices in range.
 
 User errors end with one line on stderr and a non-zero status, never a traceback.
 """
@@ -60,8 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--topic", default="#", help="topic filter (default: #)")
     tail.set_defaults(handler=_tail)
 
+    kinds = sub.add_parser("kinds", help="list the device kinds the gateway reads (Markdown)")
+    kinds.set_defaults(handler=_kinds)
+
     decode = sub.add_parser("decode", help="decode device bytes into readings (JSON)")
-    decode.add_argument("profile", help="plx-continuous, hts-temperature, berrymed, ...")
+    decode.add_argument(
+        "decoder", help="hts-temperature, plx-continuous, berrymed, ... (see kinds)"
+    )
     decode.add_argument("hex", nargs="+", help="bytes in hex, e.g. '02 61 00 48 00'")
     decode.add_argument("--key", help="encryption key in hex (bthome, mibeacon)")
     decode.add_argument("--mac", help="device MAC address (bthome, mibeacon)")
@@ -112,11 +117,18 @@ def _decode(args: argparse.Namespace) -> int:
     from drivers.decode import DecodeError, decode
 
     try:
-        measurements = decode(args.profile, args.hex, key=args.key, mac=args.mac)
+        measurements = decode(args.decoder, args.hex, key=args.key, mac=args.mac)
     except DecodeError as exc:
         print(f"cannot decode: {exc}", file=sys.stderr)
         return 2
     print(json.dumps([m.as_json() for m in measurements]))
+    return 0
+
+
+def _kinds(args: argparse.Namespace) -> int:
+    from drivers.kinds import kinds_table
+
+    print("\n".join(kinds_table()))
     return 0
 
 

@@ -103,7 +103,7 @@ class WebSection:
 
 
 #: Fever lines per measurement site, degC, reading >= line raises. Defaults follow
-#: PROTOCOLS.md section 6: 37.3 axillary (the isolation documents), Western
+#: docs/protocols.md section 6: 37.3 axillary (the isolation documents), Western
 #: patient-education cut-offs elsewhere. Sites not listed never raise a fever alert.
 DEFAULT_FEVER_LINES: dict[str, float] = {
     "axillary": 37.3,

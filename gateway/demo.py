@@ -38,11 +38,11 @@ def demo_config(
         "devices": [
             {
                 "kind": "hts",
-                "address": ward.thermometer_address,
+                "address": ward.addresses["hts"],
                 "subject": "bed-1",
                 "site": "axillary",
             },
-            {"kind": "plx", "address": ward.oximeter_address, "subject": "bed-1"},
+            {"kind": "plx", "address": ward.addresses["plx"], "subject": "bed-1"},
         ],
     }
 
@@ -75,8 +75,8 @@ async def run_demo(broker_url: str | None, http: str, duration: float | None, sc
         ward = SimulatedWard(scenario=scenario, interval=5.0)
         await ward.start()
         print(
-            f"simulator: scenario {scenario!r}; thermometer {ward.thermometer_address},"
-            f" oximeter {ward.oximeter_address} on {ward.hci_spec}",
+            f"simulator: scenario {scenario!r}; thermometer {ward.addresses['hts']},"
+            f" oximeter {ward.addresses['plx']} on {ward.hci_spec}",
             flush=True,
         )
         # amqtt speaks MQTT 3.1.1 only

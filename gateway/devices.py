@@ -1,15 +1,26 @@
 """What the gateway knows about each configured device: link state, identity, battery,
-signal, last values and error counts. The page, `devices` and `status` read this."""
+signal, last values and refused-packet counts. The page, `devices` and `status` read it.
+
+`DeviceRegistry` owns every change to these records, and so knows what each change
+means: something to persist (last seen, last values...), something the server's
+`devices` inventory must show at once (link, identity, battery), or a counter that
+moved (refused packets), which the inventory shows at most once per
+`counters_every_s`: a noisy radio must reach the server without a message per packet.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from drivers.errors import RefusedPacket, SecurityRejection
 from drivers.listener import LinkState
 from drivers.measurement import Measurement, Metric
 from gateway.config import DeviceConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -18,37 +29,43 @@ class DeviceStatus:
     kind: str
     address: str
     subject: str | None
-    link: str = LinkState.DISCONNECTED.value
+    link: LinkState = LinkState.DISCONNECTED
     link_detail: str = ""
     info: dict[str, str] = field(default_factory=dict)
     battery: float | None = None
     rssi: int | None = None
     last_seen: str | None = None
     last_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Packets that could not be decoded (truncated, bad checksum, implausible): noise.
     malformed_packets: int = 0
+    #: Packets refused as replayed, downgraded to clear text or undecryptable: maybe
+    #: an attack, so never added to the noise above.
+    security_rejections: int = 0
 
     def record(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        record["link"] = self.link.value
+        return record
 
 
 class DeviceRegistry:
     """In-memory state of the bound devices, keyed by address (what sessions report)."""
 
-    def __init__(self, devices: tuple[DeviceConfig, ...]) -> None:
+    def __init__(self, devices: tuple[DeviceConfig, ...], counters_every_s: float) -> None:
         self.by_address: dict[str, DeviceStatus] = {
             d.address: DeviceStatus(d.device_id, d.kind, d.address, d.subject) for d in devices
         }
-        #: Something to persist (last seen, last values...).
-        self.dirty = True
-        #: Something the server's `devices` inventory shows changed (link, identity,
-        #: battery): republish it. Last seen and last values alone do not count.
-        self.changed = True
+        self._counters_every_s = counters_every_s
+        self._unsaved = True
+        self._inventory_changed = True
+        self._counters_changed = False
+        self._counters_published_at = -counters_every_s
 
     def get(self, address: str) -> DeviceStatus | None:
         return self.by_address.get(address) or self.by_address.get(address.upper())
 
     def restore(self, records: list[dict[str, Any]]) -> None:
-        """Keep identity and last values across restarts; link state starts fresh."""
+        """Keep identity, last values and counts across restarts; link state starts fresh."""
         by_id = {s.id: s for s in self.by_address.values()}
         for record in records:
             status = by_id.get(record.get("id", ""))
@@ -60,18 +77,95 @@ class DeviceRegistry:
             status.last_seen = record.get("last_seen")
             status.last_values = dict(record.get("last_values") or {})
             status.malformed_packets = int(record.get("malformed_packets") or 0)
+            status.security_rejections = int(record.get("security_rejections") or 0)
 
-    def heard(self, status: DeviceStatus) -> None:
-        status.last_seen = datetime.now(UTC).isoformat(timespec="seconds")
-        self.dirty = True
+    # --- what sessions report ----------------------------------------------------------
 
-    def note_values(self, status: DeviceStatus, measurements: list[Measurement]) -> None:
-        self.heard(status)
+    def link_changed(self, address: str, state: LinkState, detail: str) -> None:
+        status = self.get(address)
+        if status is None:
+            return
+        if status.link is not state:
+            self._inventory_changed = True
+            log.info(
+                "device link changed",
+                extra={"device": status.id, "link": state.value, "detail": detail},
+            )
+        status.link = state
+        status.link_detail = detail
+        if state is LinkState.CONNECTED:
+            self._heard(status)
+        self._unsaved = True
+
+    def identified(self, address: str, info: dict[str, str]) -> None:
+        status = self.get(address)
+        if status is not None:
+            status.info.update(info)
+            self._unsaved = self._inventory_changed = True
+
+    def values_seen(self, address: str, measurements: list[Measurement]) -> DeviceStatus | None:
+        """Remember a device's latest values (kept or live only); None if not bound."""
+        status = self.get(address)
+        if status is None:
+            return None
+        self._heard(status)
         for m in measurements:
             if m.metric is Metric.BATTERY and status.battery != float(m.value):
                 status.battery = float(m.value)
-                self.changed = True
+                self._inventory_changed = True
             status.last_values[m.metric.value] = m.as_json()
+        return status
+
+    def signal(self, address: str, rssi: int | None) -> None:
+        status = self.get(address)
+        if status is not None:
+            if rssi is not None:  # a packet without signal strength keeps the last one
+                status.rssi = rssi
+            self._heard(status)
+
+    def refused(self, address: str, error: RefusedPacket) -> DeviceStatus | None:
+        """Count a refused packet by its class; None if the device is not bound."""
+        status = self.get(address)
+        if status is None:
+            return None
+        if isinstance(error, SecurityRejection):
+            status.security_rejections += 1
+        else:
+            status.malformed_packets += 1
+        self._unsaved = self._counters_changed = True
+        return status
+
+    # --- what the supervisor asks ------------------------------------------------------
+
+    def take_unsaved(self) -> bool:
+        """True once after anything worth persisting changed."""
+        unsaved, self._unsaved = self._unsaved, False
+        return unsaved
+
+    def take_inventory_due(self, now: float) -> bool:
+        """True when the `devices` inventory should be republished (at monotonic time
+        `now`): at once for link, identity or battery; for counters alone, at most once
+        per `counters_every_s`."""
+        counters_due = (
+            self._counters_changed and now - self._counters_published_at >= self._counters_every_s
+        )
+        if not (self._inventory_changed or counters_due):
+            return False
+        self._inventory_changed = self._counters_changed = False
+        self._counters_published_at = now
+        return True
+
+    def refused_totals(self) -> dict[str, int]:
+        """Refused packets over all devices, by class, for `status`."""
+        devices = self.by_address.values()
+        return {
+            "malformed": sum(d.malformed_packets for d in devices),
+            "security": sum(d.security_rejections for d in devices),
+        }
 
     def records(self) -> list[dict[str, Any]]:
         return [s.record() for s in self.by_address.values()]
+
+    def _heard(self, status: DeviceStatus) -> None:
+        status.last_seen = datetime.now(UTC).isoformat(timespec="seconds")
+        self._unsaved = True

@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from drivers.errors import RefusedPacket, SecurityRejection
 from drivers.listener import LinkState
-from drivers.measurement import MalformedPacket, Measurement
+from drivers.measurement import Measurement
 from gateway.clock import ClockWatch
 from gateway.config import Config
 from gateway.devices import DeviceRegistry
@@ -86,7 +87,7 @@ class Pipeline:
     # --- SessionListener -----------------------------------------------------------
 
     def on_measurements(self, address: str, measurements: Sequence[Measurement]) -> None:
-        status = self._devices.get(address)
+        status = self._devices.values_seen(address, list(measurements))
         if status is None:
             self._count("readings_from_unbound_device")
             return
@@ -95,54 +96,32 @@ class Pipeline:
         self._pending.extend(
             _Pending(status.id, status.subject, m, now, clock) for m in measurements
         )
-        self._devices.note_values(status, list(measurements))
         self._wake.set()
 
     def on_live(self, address: str, measurements: Sequence[Measurement]) -> None:
-        status = self._devices.get(address)
-        if status is not None:
-            self._devices.note_values(status, list(measurements))
+        self._devices.values_seen(address, list(measurements))
 
     def on_link_state(self, address: str, state: LinkState, detail: str = "") -> None:
-        status = self._devices.get(address)
-        if status is None:
-            return
-        if status.link != state.value:
-            self._devices.changed = True
-            log.info(
-                "device link changed",
-                extra={"device": status.id, "link": state.value, "detail": detail},
-            )
-        status.link = state.value
-        status.link_detail = detail
-        if state is LinkState.CONNECTED:
-            self._devices.heard(status)
-        self._devices.dirty = True
+        self._devices.link_changed(address, state, detail)
 
     def on_device_info(self, address: str, info: dict[str, str]) -> None:
-        status = self._devices.get(address)
-        if status is not None:
-            status.info.update(info)
-            self._devices.dirty = self._devices.changed = True
+        self._devices.identified(address, info)
 
-    def on_malformed(self, address: str, error: MalformedPacket, raw: bytes) -> None:
-        status = self._devices.get(address)
-        device = status.id if status else "unbound"
-        if status is not None:
-            status.malformed_packets += 1
-            self._devices.dirty = True
-        self._count("malformed_packets")
+    def on_refused(self, address: str, error: RefusedPacket, raw: bytes) -> None:
+        status = self._devices.refused(address, error)
+        security = isinstance(error, SecurityRejection)
+        self._count("security_rejections" if security else "malformed_packets")
         log.warning(
-            "malformed packet dropped",
-            extra={"device": device, "error": str(error), "bytes": raw.hex(" ")},
+            "packet refused by a security check" if security else "malformed packet dropped",
+            extra={
+                "device": status.id if status else "unbound",
+                "error": str(error),
+                "bytes": raw.hex(" "),
+            },
         )
 
     def on_signal(self, address: str, rssi: int | None) -> None:
-        status = self._devices.get(address)
-        if status is not None:
-            if rssi is not None:  # a packet without signal strength keeps the last one
-                status.rssi = rssi
-            self._devices.heard(status)
+        self._devices.signal(address, rssi)
 
     # --- the flush task --------------------------------------------------------------
 

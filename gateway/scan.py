@@ -24,7 +24,7 @@ from bleak.exc import BleakError
 from bumble.core import BaseBumbleError
 
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
-from drivers.ble.adverts import classify_advertisement
+from drivers.kinds import classify_advertisement
 from gateway.config import DeviceConfig, load_config
 
 #: Opening an adapter and starting a scan take well under this; past it the adapter hangs.

@@ -53,7 +53,7 @@ class GatewayService:
         self.config = config
         self.started_at = datetime.now(UTC)
         self.store = StoreThread(config.store.path, int(config.store.max_mb * 1024 * 1024))
-        self.devices = DeviceRegistry(config.devices)
+        self.devices = DeviceRegistry(config.devices, config.mqtt.status_interval_s)
         self.clock = ClockWatch()
         self.rules = RuleEngine(config.rules)
         self.uplink = Uplink(config, self.store, self._status_payload, self.devices.records)
@@ -161,10 +161,9 @@ class GatewayService:
             if loop.time() >= next_queue_stats:
                 self._queue = await self.store.call(self.store.store.queue_stats)
                 next_queue_stats = loop.time() + _QUEUE_STATS_EVERY_S
-            if self.devices.dirty:
+            if self.devices.take_unsaved():
                 await self._save_devices()
-            if self.devices.changed:
-                self.devices.changed = False
+            if self.devices.take_inventory_due(loop.time()):
                 self.uplink.devices_changed()
             if loop.time() >= next_size_check:
                 evicted = await self.store.call(self.store.store.enforce_size_limit)
@@ -183,7 +182,6 @@ class GatewayService:
             await asyncio.sleep(_SUPERVISE_EVERY_S)
 
     async def _save_devices(self) -> None:
-        self.devices.dirty = False
         await self.store.call(self.store.store.save_devices, self.devices.records())
 
     def _alerts_changed(self, alerts: list[Alert]) -> None:
@@ -241,6 +239,7 @@ class GatewayService:
             "clock": health["clock"],
             "queue": health["queue"],
             "bluetooth": health["bluetooth"],
+            "refused_packets": self.devices.refused_totals(),
             "devices": {
                 "configured": len(devices),
                 "connected": sum(1 for d in devices if d["link"] == "connected"),

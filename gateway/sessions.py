@@ -1,7 +1,10 @@
-"""One session per configured device, built from the configuration at start-up.
+"""One session per configured device, built at start-up from the configuration and
+the device-kind registry (`drivers/kinds.py`): a kind's transport says which driver
+session serves it. Everything above sees only the `SessionListener` calls.
 
-This is the one place that knows which driver serves which device kind; everything
-above it sees only the `SessionListener` calls.
+A kind whose registry entry cannot work, or a session that cannot be built or started,
+costs that device only: it is logged and shown in `sessions_health()`, and the other
+devices are served.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.backoff import Backoff
-from drivers.listener import SessionListener
-from drivers.serial.session import SerialOximeterSession
-from gateway.config import ADVERT_KINDS, BLE_KINDS, GATT_KINDS, Config, DeviceConfig
+from drivers.kinds import KINDS, DeviceKind, Transport, check_kind
+from drivers.listener import AdapterState, LinkState, SessionListener
+from gateway.config import Config, DeviceConfig
 
 if TYPE_CHECKING:
     from drivers.ble.adapter import BleAdapter
@@ -36,8 +39,8 @@ class DeviceSessions:
         self._listener = listener
         self._sessions: list[Session] = []
         self._adapter: BleAdapter | None = None
-        uses_ble = any(d.kind in BLE_KINDS for d in config.devices)
-        self._adapter_state = "starting" if uses_ble else "not used"
+        uses_ble = any(KINDS[d.kind].bluetooth for d in config.devices if d.kind in KINDS)
+        self._adapter_state = AdapterState.STARTING if uses_ble else AdapterState.NOT_USED
         self._adapter_error = ""
         self._connect_lock = asyncio.Lock()  # BlueZ queues connects too; so do we
         #: Held by each GATT session while connected: the adapter's link limit.
@@ -47,25 +50,30 @@ class DeviceSessions:
         self._adverts: AdvertListener | None = None
 
     async def start(self) -> None:
-        if self._adapter_state == "starting":
+        if self._adapter_state is AdapterState.STARTING:
             await self._open_adapter()
         self._watchdog = self._new_watchdog()
-        sessions: list[Session | None] = [self._advert_listener()]
-        for device in self._config.devices:
-            if device.kind == "cms50":
-                sessions.append(SerialOximeterSession(device.address, self._listener))
-            elif device.kind in GATT_KINDS:
-                sessions.append(self._gatt_session(device))
-        for session in sessions:
-            if session is None:
+        kinds = {d.kind: self._checked_kind(d) for d in self._config.devices}
+        usable = [d for d in self._config.devices if kinds[d.kind] is not None]
+        adverts = self._advert_listener(usable)
+        if adverts is not None and await self._start_guarded(adverts, None):
+            self._ble_sessions.append(adverts)
+        for device in usable:
+            kind = kinds[device.kind]
+            assert kind is not None
+            if kind.transport is Transport.ADVERT:
+                continue  # heard by the one advertisement listener
+            try:
+                session = self._device_session(device, kind)
+            except Exception as exc:  # a bug in a kind's entry or its driver
+                self._fail(device, f"session not built: {exc}")
                 continue
-            error = await _start(session)
-            if error is None:
-                self._sessions.append(session)
-            else:  # e.g. the adapter cannot scan: the other devices are served
-                self._adapter_state = "unavailable"
-                self._adapter_error = f"{type(session).__name__} did not start: {error}"
-        self._ble_sessions = [s for s in self._sessions if not isinstance(s, SerialOximeterSession)]
+            if session is not None and await self._start_guarded(session, device):
+                if kind.bluetooth:
+                    self._ble_sessions.append(session)
+                else:
+                    self._sessions.append(session)
+        self._sessions.extend(self._ble_sessions)
         if self._watchdog is not None:
             await self._watchdog.start()
 
@@ -104,12 +112,12 @@ class DeviceSessions:
         session could not even start), and its last action and counts are added."""
         health: dict[str, Any] = {
             "adapter": self._config.bluetooth.adapter,
-            "state": self._adapter_state,
+            "state": self._adapter_state.value,
             "error": self._adapter_error,
         }
         if self._watchdog is not None:
             watchdog = self._watchdog.health()
-            if self._adapter_state == "unavailable":
+            if self._adapter_state is AdapterState.UNAVAILABLE:
                 del watchdog["state"], watchdog["error"]
             health.update(watchdog)
         return health
@@ -118,38 +126,61 @@ class DeviceSessions:
         # Imported only when needed: a serial-only gateway never loads bleak or bumble.
         from drivers.ble.adapter import open_ble_adapter
 
-        self._adapter_state = "opening"
+        self._adapter_state = AdapterState.OPENING
         try:
             adapter = open_ble_adapter(self._config.bluetooth.adapter)
             await adapter.start()
         except Exception as exc:  # no adapter must not stop serial devices or the uplink
-            self._adapter_state = "unavailable"
+            self._adapter_state = AdapterState.UNAVAILABLE
             self._adapter_error = str(exc)
             log.error("bluetooth adapter unavailable", extra={"error": str(exc)})
             return
         self._adapter = adapter
-        self._adapter_state = "up"
+        self._adapter_state = AdapterState.UP
 
-    def _advert_listener(self) -> Session | None:
-        """One scanner for every sensor that only advertises."""
-        bound = {d.address: (d.kind, d.key) for d in self._config.devices if d.kind in ADVERT_KINDS}
-        if self._adapter is None or not bound:
+    def _checked_kind(self, device: DeviceConfig) -> DeviceKind | None:
+        """The start-up self-check of a configured device's registry entry."""
+        kind = KINDS.get(device.kind)
+        try:
+            if kind is None:
+                raise ValueError(f"no device kind {device.kind!r} in the registry")
+            check_kind(kind)
+        except ValueError as exc:
+            self._fail(device, str(exc))
             return None
-        from drivers.ble.adverts import AdvertListener
+        return kind
 
-        self._adverts = AdvertListener(self._adapter, self._ble_listener(links=False), bound)
-        return self._adverts
+    def _fail(self, device: DeviceConfig, reason: str) -> None:
+        """No session will serve `device`: say so in the log and on its device record."""
+        log.error("device not served", extra={"device": device.device_id, "error": reason})
+        self._listener.on_link_state(device.address, LinkState.UNREACHABLE, f"not served: {reason}")
 
-    def _gatt_session(self, device: DeviceConfig) -> Session | None:
-        if self._adapter is None:
+    async def _start_guarded(self, session: Session, device: DeviceConfig | None) -> bool:
+        """Start a device's session (or, with None, the advertisement listener)."""
+        error = await _start(session)
+        if error is None:
+            return True
+        if device is not None:
+            self._fail(device, f"session did not start: {error}")
+        else:  # the advertisement listener: the adapter cannot scan
+            self._adapter_state = AdapterState.UNAVAILABLE
+            self._adapter_error = f"{type(session).__name__} did not start: {error}"
+        return False
+
+    def _device_session(self, device: DeviceConfig, kind: DeviceKind) -> Session | None:
+        """The session for a GATT or serial device; None while Bluetooth is unavailable."""
+        if kind.serial is not None:
+            from drivers.serial.session import SerialSession
+
+            return SerialSession(str(device.port), kind.serial(), self._listener)
+        if self._adapter is None or kind.gatt is None:
             return None
-        from drivers.ble.profiles import PROFILES
         from drivers.ble.session import GattSession
 
         bt = self._config.bluetooth
         return GattSession(
             device.address,
-            PROFILES[device.kind],
+            kind.gatt,
             self._adapter,
             self._ble_listener(links=True),
             self._connect_lock,
@@ -158,6 +189,20 @@ class DeviceSessions:
             connect_timeout=bt.connect_timeout_s,
             backoff=Backoff(bt.reconnect_min_s, bt.reconnect_max_s),
         )
+
+    def _advert_listener(self, devices: list[DeviceConfig]) -> AdvertListener | None:
+        """One scanner for every sensor that only advertises."""
+        bound = {
+            d.address: (d.kind, d.key)
+            for d in devices
+            if KINDS[d.kind].transport is Transport.ADVERT
+        }
+        if self._adapter is None or not bound:
+            return None
+        from drivers.ble.adverts import AdvertListener
+
+        self._adverts = AdvertListener(self._adapter, self._ble_listener(links=False), bound)
+        return self._adverts
 
     def _new_watchdog(self) -> AdapterWatchdog | None:
         adapter, bt = self._adapter, self._config.bluetooth

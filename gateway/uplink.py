@@ -6,9 +6,10 @@
   since this connection came up), then the backlog, oldest first, in batches of
   `readings_per_message` and never more than half the in-flight window, so the backlog
   never holds up what is happening now.
-- Each connection gets a fresh paho client: nothing half-sent survives a drop inside
-  paho; whatever was not acknowledged is still undelivered in the store and is sent
-  again on the next connection.
+- Each connection is a fresh `MqttConnection` (gateway/mqtt_connection.py), so a fresh
+  paho client: nothing half-sent survives a drop inside paho; whatever was not
+  acknowledged is still undelivered in the store and is sent again on the next
+  connection.
 - A retained `status` message says online with a health summary; the Last Will says
   offline when the connection dies.
 - Reconnects back off exponentially with full jitter. Collection never waits for it.
@@ -20,19 +21,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
-
 from drivers.backoff import Backoff
 from gateway.config import Config
+from gateway.mqtt_connection import LastWill, MqttConnection, MqttConnectionError
 from gateway.store import OutboxRow, StoreThread
 
 log = logging.getLogger(__name__)
@@ -46,10 +43,6 @@ class BrokerState(StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
-
-
-class UplinkError(Exception):
-    """A connection attempt failed; the message says why (refused, unreachable...)."""
 
 
 @dataclass
@@ -113,40 +106,34 @@ class Uplink:
         self._backoff = Backoff(self._mqtt.reconnect_min_s, self._mqtt.reconnect_max_s)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._client: mqtt.Client | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._inflight: dict[int, _Inflight] = {}
-        self._acked: list[tuple[int, bool]] = []
+        self._connection: MqttConnection | None = None
+        self._inflight: dict[asyncio.Future[bool], _Inflight] = {}
+        self._acked: list[asyncio.Future[bool]] = []
         self._publish_devices = True
         self._publish_active = True
-        # Callbacks of a dropped client may still arrive: each connection has its own
-        # generation, and late callbacks of older ones are ignored.
-        self._generation = 0
-        self._lost = asyncio.Event()
-        self._lost_reason = ""
 
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="uplink")
 
     async def stop(self) -> None:
         """Say offline (retained) if connected, then disconnect. A clean disconnect
         suppresses the Last Will, so the offline status has to be published here."""
-        client = self._client
-        if client is not None and self.health.state is BrokerState.CONNECTED:
-            info = client.publish(
-                self._topic("status"), self._offline_payload(), qos=1, retain=True
-            )
-            with contextlib.suppress(RuntimeError, ValueError):  # connection already gone
-                await asyncio.to_thread(info.wait_for_publish, 2.0)
+        connection = self._connection
+        if connection is not None and self.health.state is BrokerState.CONNECTED:
+            with contextlib.suppress(MqttConnectionError):  # connection already gone
+                ack = connection.publish(
+                    self._topic("status"), self._offline_payload(), retain=True
+                )
+                # Returns on the PUBACK, after 2 s, or if the connection drops first.
+                await asyncio.wait([ack], timeout=2.0)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._drop_client()
+        await self._drop_connection()
 
     def wake(self) -> None:
         """New data in the outbox (called after each committed batch)."""
@@ -167,10 +154,10 @@ class Uplink:
         while True:
             self.health.state = BrokerState.CONNECTING
             try:
-                await self._connect()
-            except UplinkError as exc:
+                connection = await self._connect()
+            except MqttConnectionError as exc:
                 failures += 1
-                await self._drop_client()
+                await self._drop_connection()
                 self.health.state = BrokerState.DISCONNECTED
                 self.health.last_error = str(exc)
                 delay = self._backoff.delay(failures - 1)
@@ -187,112 +174,43 @@ class Uplink:
             self.health.connected_since = datetime.now(UTC).isoformat(timespec="seconds")
             log.info("broker connected", extra={"broker": f"{self._mqtt.host}:{self._mqtt.port}"})
             try:
-                await self._serve_connection()
-            except UplinkError as exc:
+                await self._serve_connection(connection.lost)
+            except MqttConnectionError as exc:
                 self.health.last_error = str(exc)
                 log.warning("broker connection lost", extra={"error": str(exc)})
             finally:
-                await self._drop_client()
+                await self._drop_connection()
                 self.health.state = BrokerState.DISCONNECTED
                 self.health.connected_since = None
             await asyncio.sleep(self._backoff.delay(0))
 
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        connected: asyncio.Future[ReasonCode] = loop.create_future()
-        self._generation += 1
-        self._lost = asyncio.Event()
-        try:
-            client = self._new_client(connected)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise UplinkError(f"cannot set up the connection: {exc}") from exc
-        self._client = client
-        try:
-            await asyncio.to_thread(
-                client.connect, self._mqtt.host, self._mqtt.port, self._mqtt.keepalive_s
-            )
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise UplinkError(f"cannot reach {self._mqtt.host}:{self._mqtt.port}: {exc}") from exc
-        client.loop_start()
-        try:
-            async with asyncio.timeout(10.0):
-                code = await connected
-        except TimeoutError:
-            raise UplinkError("no CONNACK from the broker within 10 s") from None
-        if code.is_failure:
-            raise UplinkError(f"broker refused the connection: {code}")
-
-    def _new_client(self, connected: asyncio.Future[ReasonCode]) -> mqtt.Client:
-        loop = asyncio.get_running_loop()
-        generation = self._generation
-        v5 = self._mqtt.protocol == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self._mqtt.client_id or f"bedside-{self._config.gateway.id}",
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else True,
-            reconnect_on_failure=False,
+    async def _connect(self) -> MqttConnection:
+        connection = self._connection = MqttConnection(
+            self._mqtt,
+            self._mqtt.client_id or f"bedside-{self._config.gateway.id}",
+            LastWill(self._topic("status"), self._offline_payload()),
         )
-        client.max_inflight_messages_set(self._mqtt.max_inflight)
-        client.max_queued_messages_set(0)
-        client.connect_timeout = 10.0
-        client.will_set(self._topic("status"), self._offline_payload(), qos=1, retain=True)
-        if self._mqtt.username:
-            password = None
-            if self._mqtt.password_file is not None:
-                password = self._mqtt.password_file.read_text(encoding="utf-8").strip()
-            client.username_pw_set(self._mqtt.username, password)
-        if self._mqtt.tls:
-            client.tls_set(
-                ca_certs=str(self._mqtt.ca_file) if self._mqtt.ca_file else None,
-                certfile=str(self._mqtt.client_cert) if self._mqtt.client_cert else None,
-                keyfile=str(self._mqtt.client_key) if self._mqtt.client_key else None,
-            )
+        connection.lost.add_done_callback(lambda _: self._wake.set())
+        await connection.connect()
+        return connection
 
-        def on_connect(_c: Any, _u: Any, _f: Any, code: ReasonCode, _p: Any) -> None:
-            loop.call_soon_threadsafe(_resolve, connected, code)
-
-        def on_disconnect(_c: Any, _u: Any, _f: Any, code: ReasonCode, _p: Any) -> None:
-            loop.call_soon_threadsafe(self._on_lost, generation, str(code))
-
-        def on_publish(_c: Any, _u: Any, mid: int, code: ReasonCode, _p: Any) -> None:
-            loop.call_soon_threadsafe(self._on_ack, generation, mid, not code.is_failure)
-
-        client.on_connect = on_connect
-        client.on_disconnect = on_disconnect
-        client.on_publish = on_publish
-        return client
-
-    async def _drop_client(self) -> None:
-        client, self._client = self._client, None
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
         self._inflight.clear()
         self._acked.clear()
         self.health.inflight = 0
-        if client is None:
+        if connection is not None:
+            await connection.disconnect()
+
+    def _on_ack(self, ack: asyncio.Future[bool]) -> None:
+        if ack.cancelled():  # the connection was dropped first
             return
-
-        def close() -> None:
-            client.disconnect()
-            client.loop_stop()
-
-        await asyncio.to_thread(close)
-
-    def _on_lost(self, generation: int, reason: str) -> None:
-        if generation != self._generation:
-            return
-        self._lost_reason = reason
-        self._lost.set()
-        self._wake.set()
-
-    def _on_ack(self, generation: int, mid: int, ok: bool) -> None:
-        if generation != self._generation:
-            return
-        self._acked.append((mid, ok))
+        self._acked.append(ack)
         self._wake.set()
 
     # --- serving one connection ------------------------------------------------------
 
-    async def _serve_connection(self) -> None:
+    async def _serve_connection(self, lost: asyncio.Future[str]) -> None:
         store = self._store.store
         live_floor = await self._store.call(store.last_seq)
         live, backlog, alerts = _Stream(live_floor), _Stream(0), _Stream(0)
@@ -300,8 +218,8 @@ class Uplink:
         self._publish_json(self._topic("status"), self._status_payload(), retain=True)
         next_status = asyncio.get_running_loop().time() + self._mqtt.status_interval_s
         while True:
-            if self._lost.is_set():
-                raise UplinkError(f"disconnected: {self._lost_reason}")
+            if lost.done():
+                raise MqttConnectionError(f"disconnected: {lost.result()}")
             self._wake.clear()
             await self._settle_acks()
             await self._publish_alert_events(alerts)
@@ -403,13 +321,12 @@ class Uplink:
     def _publish(
         self, topic: str, data: str, retain: bool = False, inflight: _Inflight | None = None
     ) -> None:
-        client = self._client
-        if client is None:
-            raise UplinkError("no client")
-        info = client.publish(topic, data, qos=1, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise UplinkError(f"publish failed: {mqtt.error_string(info.rc)}")
-        self._inflight[info.mid] = inflight or _Inflight("other")
+        connection = self._connection
+        if connection is None:
+            raise MqttConnectionError("no client")
+        ack = connection.publish(topic, data, retain=retain)
+        ack.add_done_callback(self._on_ack)
+        self._inflight[ack] = inflight or _Inflight("other")
         self.health.published_messages += 1
 
     async def _settle_acks(self) -> None:
@@ -418,11 +335,11 @@ class Uplink:
             return
         readings: list[int] = []
         events: list[int] = []
-        for mid, ok in self._acked:
-            entry = self._inflight.pop(mid, None)
+        for ack in self._acked:
+            entry = self._inflight.pop(ack, None)
             if entry is None:
                 continue
-            if not ok:
+            if not ack.result():
                 # The broker refused it (e.g. ACL). It stays undelivered and is sent
                 # again on the next connection; the counter tells the technician.
                 self.health.rejected_messages += 1
@@ -448,8 +365,3 @@ class Uplink:
         return json.dumps(
             {"gateway": self._config.gateway.id, "state": "offline"}, separators=(",", ":")
         )
-
-
-def _resolve(future: asyncio.Future[ReasonCode], code: ReasonCode) -> None:
-    if not future.done():
-        future.set_result(code)

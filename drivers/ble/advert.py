@@ -8,7 +8,8 @@ import re
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from drivers.measurement import MalformedPacket, Measurement
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement
 
 MIC_LENGTH = 4
 _MAC = re.compile(r"[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}")

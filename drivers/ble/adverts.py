@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,60 +32,29 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from drivers.ble import mibeacon, uuids
 from drivers.ble.adapter import BleAdapter
-from drivers.ble.advert import format_mac, parse_mac
-from drivers.ble.bthome import BthomeDecoder
-from drivers.ble.mibeacon import MiBeaconDecoder
+from drivers.ble.advert import AdvertDecoder, format_mac, parse_mac
+from drivers.errors import MalformedPacket
+from drivers.kinds import KINDS, Transport, classify_advertisement, kinds_of
 from drivers.listener import LinkState, SessionListener
-from drivers.measurement import MalformedPacket
 
 logger = logging.getLogger(__name__)
 
 ScanningMode = Literal["active", "passive"]
 
-#: Protocol name (the device kind in the configuration) -> the service data UUID its
-#: packets come under and the decoder class.
-PROTOCOLS: dict[str, tuple[str, type[BthomeDecoder] | type[MiBeaconDecoder]]] = {
-    "bthome": (uuids.BTHOME_SERVICE_DATA, BthomeDecoder),
-    "mibeacon": (uuids.MIBEACON_SERVICE_DATA, MiBeaconDecoder),
-}
+#: The kinds heard by advertisement alone, from the device-kind registry.
+_ADVERT_KINDS = {name: KINDS[name] for name in kinds_of(Transport.ADVERT)}
 
 #: BlueZ advertisement monitor patterns: service data whose 16-bit UUID (as sent on
-#: air, little-endian, at the start of the AD structure's value) is one of PROTOCOLS'.
+#: air, little-endian, at the start of the AD structure's value) is an advert kind's.
 OR_PATTERNS = [
     OrPattern(
-        0, AdvertisementDataType.SERVICE_DATA_UUID16, int(uuid[4:8], 16).to_bytes(2, "little")
+        0,
+        AdvertisementDataType.SERVICE_DATA_UUID16,
+        int(str(kind.service_data_uuid)[4:8], 16).to_bytes(2, "little"),
     )
-    for uuid, _ in PROTOCOLS.values()
+    for kind in _ADVERT_KINDS.values()
 ]
-
-#: Local name prefixes (case-insensitive) of devices recognised by name, checked after
-#: the service UUIDs.
-_NAME_PREFIXES = (("berrymed", "berrymed"), ("pc-60f", "pc60fw"), ("pc60f", "pc60fw"))
-_SERVICE_KINDS = (
-    (uuids.PULSE_OXIMETER_SERVICE, "plx"),
-    (uuids.HEALTH_THERMOMETER_SERVICE, "hts"),
-    (uuids.BERRYMED_SERVICE, "berrymed"),
-)
-
-
-def classify_advertisement(
-    name: str | None, service_uuids: Sequence[str], service_data: Mapping[str, bytes]
-) -> str | None:
-    """The device kind an advertisement suggests (bthome, mibeacon, plx, hts, berrymed,
-    pc60fw), or None. A guess to offer for pairing: a PC-60FW is known only by its name,
-    a MiBeacon only when its product id is the MCCGQ02HL door sensor."""
-    if uuids.BTHOME_SERVICE_DATA in service_data:
-        return "bthome"
-    frame = service_data.get(uuids.MIBEACON_SERVICE_DATA, b"")
-    if len(frame) >= 4 and int.from_bytes(frame[2:4], "little") == mibeacon.MCCGQ02HL:
-        return "mibeacon"
-    for service_uuid, kind in _SERVICE_KINDS:
-        if service_uuid in service_uuids:
-            return kind
-    lowered = (name or "").lower()
-    return next((kind for prefix, kind in _NAME_PREFIXES if lowered.startswith(prefix)), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +68,7 @@ class DiscoveredDevice:
 @dataclass(slots=True)
 class _Bound:
     service_uuid: str
-    decoder: BthomeDecoder | MiBeaconDecoder
+    decoder: AdvertDecoder
     heard: bool = False
     #: The last service data the decoder refused: the radio repeats an advertisement
     #: many times, and one report of each bad packet is enough.
@@ -113,7 +82,7 @@ class AdvertListener:
     16-byte key (None for an unencrypted BTHome sensor). Raises ValueError on an unknown
     protocol, a bad address or a key that is not 16 bytes. Reports to `listener`, keyed
     by the address in upper-case colon form: on_link_state, on_signal, on_measurements
-    and on_malformed (see the module docstring).
+    and on_refused (see the module docstring).
     """
 
     def __init__(
@@ -128,14 +97,14 @@ class AdvertListener:
         self._listener = listener
         self._bound: dict[str, _Bound] = {}
         for address, (protocol, key) in devices.items():
-            if protocol not in PROTOCOLS:
+            kind = _ADVERT_KINDS.get(protocol)
+            if kind is None or kind.advert_decoder is None or kind.service_data_uuid is None:
                 raise ValueError(
                     f"{address}: unknown advertisement protocol {protocol!r}; "
-                    f"choose one of {', '.join(PROTOCOLS)}"
+                    f"choose one of {', '.join(_ADVERT_KINDS)}"
                 )
-            service_uuid, decoder_class = PROTOCOLS[protocol]
             mac = format_mac(parse_mac(address))  # as bleak reports it on Linux
-            self._bound[mac] = _Bound(service_uuid, decoder_class(key, mac))
+            self._bound[mac] = _Bound(kind.service_data_uuid, kind.advert_decoder(key, mac))
         self._requested_mode: ScanningMode = scanning_mode
         #: The mode in use once started: passive may have fallen back to active.
         self.scanning_mode: ScanningMode | None = None
@@ -217,7 +186,7 @@ class AdvertListener:
         except MalformedPacket as error:
             if raw != bound.last_rejected:
                 bound.last_rejected = raw
-                self._listener.on_malformed(address, error, raw)
+                self._listener.on_refused(address, error, raw)
             return
         bound.last_rejected = None
         if measurements:

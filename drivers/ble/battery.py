@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric
 
 
 def battery_measurement(percent: int, source: str) -> Measurement:

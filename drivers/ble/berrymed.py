@@ -3,15 +3,16 @@ marked by bit 7 = 1, the other four by bit 7 = 0.
 
 Sentinels (SpO2 127, PR 255, pleth 0) give no value. SpO2 0 and PR 0 are never
 physiological and are sent while searching, so they give no value either.
-Reduce the 100 Hz samples to 1 Hz with `drivers.reducer.OneHertzReducer`.
+Reduce the 100 Hz samples to 1 Hz with `drivers.one_hertz.OneHertzReducer`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.ble.stream import StreamDecoder
-from drivers.measurement import MalformedPacket, Measurement, Metric, Quality
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric, Quality
+from drivers.packet_stream import StreamDecoder
 
 PACKET_LENGTH = 5
 SYNC = 0x80

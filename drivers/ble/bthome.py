@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from drivers.ble.advert import MIC_LENGTH, AdvertDecoder, ccm_decrypt, parse_mac
 from drivers.ble.battery import battery_measurement
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric
 
 UUID16 = b"\xd2\xfc"  # 0xFCD2 as sent on air, part of the nonce
 ENCRYPTED = 0x01

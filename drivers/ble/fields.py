@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from drivers.ble.ieee11073 import decode_float, decode_sfloat
-from drivers.measurement import MalformedPacket
+from drivers.errors import MalformedPacket
 
 DATE_TIME_LENGTH = 7
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from enum import IntFlag
 
 from drivers.ble.fields import FieldReader
-from drivers.measurement import MalformedPacket, Measurement, Metric, Quality, Site
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric, Quality, Site
 
 
 class TemperatureFlags(IntFlag):

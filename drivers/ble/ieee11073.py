@@ -7,7 +7,7 @@ FLOAT NaN is 0x007FFFFF (as Wireshark); NXP's ieee11073.h wrongly says 0x07FFFFF
 
 from __future__ import annotations
 
-from drivers.measurement import MalformedPacket
+from drivers.errors import MalformedPacket
 
 SFLOAT_SPECIALS = frozenset({0x07FF, 0x0800, 0x07FE, 0x0802, 0x0801})
 FLOAT_SPECIALS = frozenset({0x007FFFFF, 0x00800000, 0x007FFFFE, 0x00800002, 0x00800001})

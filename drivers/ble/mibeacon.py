@@ -20,7 +20,8 @@ from drivers.ble.advert import (
 )
 from drivers.ble.battery import battery_measurement
 from drivers.ble.fields import FieldReader
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric
 
 #: Product id of the MCCGQ02HL door sensor, to recognise it in a scan.
 MCCGQ02HL = 0x098B

@@ -11,8 +11,9 @@ Sentinels give no value: SpO2 0/127/255, PR 0/255/65535, PI 0/255.
 from __future__ import annotations
 
 from drivers.ble.battery import battery_measurement
-from drivers.ble.stream import StreamDecoder
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric
+from drivers.packet_stream import StreamDecoder
 
 SYNC = b"\xaa\x55"
 HEADER_LENGTH = 4  # sync, direction byte, length

@@ -12,7 +12,8 @@ from datetime import datetime
 from enum import IntFlag
 
 from drivers.ble.fields import FieldReader
-from drivers.measurement import MalformedPacket, Measurement, Metric, Quality
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric, Quality
 
 
 class SpotCheckFlags(IntFlag):

@@ -23,9 +23,10 @@ from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter
 from drivers.ble.battery import parse_battery_level
 from drivers.ble.dis import DIS_STRINGS, decode_dis_string
-from drivers.ble.profiles import GattProfile, MeasurementParser
+from drivers.ble.gatt_profiles import GattProfile, MeasurementParser
+from drivers.errors import MalformedPacket
 from drivers.listener import LinkState, SessionListener
-from drivers.measurement import MalformedPacket, Measurement, Site
+from drivers.measurement import Measurement, Site
 from drivers.reduced_stream import ReducedStream
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class GattSession:
     does not notify is read every `battery_poll_s` while connected.
 
     Byte streams are decoded per connection and reduced to one reading per second per
-    metric; what their decoders drop is reported as one summary `on_malformed` at most
+    metric; what their decoders drop is reported as one summary `on_refused` at most
     every `malformed_summary_s` per connection, and once more when the connection ends.
     The raw bytes reported are the last notification that held dropped bytes.
     """
@@ -244,7 +245,7 @@ class GattSession:
                 try:
                     info.update(describe(raw))
                 except MalformedPacket as error:
-                    self._listener.on_malformed(self.address, error, raw)
+                    self._listener.on_refused(self.address, error, raw)
         return info
 
     async def _battery(self, client: BleakClient) -> BleakGATTCharacteristic | None:
@@ -290,7 +291,7 @@ class GattSession:
             try:
                 return source.parse(raw)
             except MalformedPacket as error:
-                self._listener.on_malformed(self.address, error, raw)
+                self._listener.on_refused(self.address, error, raw)
         return self._configured_site
 
     def _handler(self, parse: Parse, report: Report) -> Notified:
@@ -301,7 +302,7 @@ class GattSession:
         try:
             measurements = parse(raw)
         except MalformedPacket as error:
-            self._listener.on_malformed(self.address, error, raw)
+            self._listener.on_refused(self.address, error, raw)
             return
         if measurements:
             report(self.address, measurements)

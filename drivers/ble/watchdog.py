@@ -22,11 +22,11 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
-from drivers.listener import LinkState, SessionListener
-from drivers.measurement import MalformedPacket, Measurement
+from drivers.errors import RefusedPacket
+from drivers.listener import AdapterState, LinkState, SessionListener
+from drivers.measurement import Measurement
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +36,6 @@ Action = Callable[[], Awaitable[None]]
 _MAX_CHECK_INTERVAL_S = 10.0
 #: A step that takes longer has failed (a D-Bus call without an answer, a hung dongle).
 _STEP_TIMEOUT_S = 60.0
-
-
-class AdapterState(StrEnum):
-    UP = "up"
-    #: Scanning was restarted and no device has been heard since.
-    RESTARTING_SCAN = "restarting scan"
-    #: The adapter was power-cycled and no device has been heard since.
-    POWER_CYCLING = "power-cycling"
-    #: The last step failed (see `error`).
-    UNAVAILABLE = "unavailable"
 
 
 class AdapterWatchdog:
@@ -199,9 +189,9 @@ class _Feed:
         self._watchdog.heard()
         self._listener.on_device_info(address, info)
 
-    def on_malformed(self, address: str, error: MalformedPacket, raw: bytes) -> None:
+    def on_refused(self, address: str, error: RefusedPacket, raw: bytes) -> None:
         self._watchdog.heard()
-        self._listener.on_malformed(address, error, raw)
+        self._listener.on_refused(address, error, raw)
 
     def on_signal(self, address: str, rssi: int | None) -> None:
         self._watchdog.heard()

@@ -1,5 +1,5 @@
-"""Contec CMS50D+/CMS50E over USB serial (PROTOCOLS.md 4.2): packet parsers and
-stream decoders for both firmware generations.
+"""Contec CMS50D+/CMS50E over USB serial (docs/protocols.md 4.2): packet parsers, stream
+decoders and the `decode` command's capture decoders, for both firmware generations.
 
 - Legacy (firmware <= 4.5): 19200 baud, 8 data bits, odd parity; streams ~60 Hz
   unprompted. 5-byte packets; only the first byte has bit 7 set (the sync bit).
@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from drivers.measurement import MalformedPacket, Measurement, Metric, Quality
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric, Quality
+from drivers.packet_stream import StreamDecoder
 
 LEGACY_PACKET_LEN = 5
 V46_PACKET_LEN = 9
@@ -153,50 +155,74 @@ _FRAMING = {
 }
 
 
-class StreamDecoder:
-    """Cuts one generation's byte stream into packets, resynchronising on the framing.
+class Cms50StreamDecoder(StreamDecoder[list[Measurement]]):
+    """Cuts one generation's byte stream into packets, resynchronising on the framing:
+    one measurement list per complete packet (empty when it carries no value).
 
     A byte that cannot start a packet is dropped and counted in `garbage_bytes`; an
-    incomplete packet at the end of a read waits for the next read.
+    incomplete packet at the end of a read waits for the next read. `bad_packets`:
+    framed packets that still failed to parse (an unknown v4.6 status byte).
     """
 
     def __init__(self, generation: Generation) -> None:
+        super().__init__()
         self.generation = generation
         self.packet_len, self._could_start, self._parse = _FRAMING[generation]
-        self._buffer = bytearray()
-        self.garbage_bytes = 0
         self.packets = 0
-        #: Framed packets that still failed to parse (an unknown v4.6 status byte).
-        self.bad_packets = 0
-        self.last_error: MalformedPacket | None = None
-        #: Packets decoded since the last garbage byte: how sure we are of the framing.
+        #: Packets decoded since the last garbage byte or bad packet: how sure we are
+        #: of the framing.
         self.packets_in_sync = 0
 
-    def feed(self, data: bytes) -> list[list[Measurement]]:
-        """One measurement list per complete packet (empty when it carries no value)."""
-        buf = self._buffer
-        buf += data
-        out: list[list[Measurement]] = []
-        start = 0
-        while start < len(buf):
-            end = min(start + self.packet_len, len(buf))
-            head = bytes(buf[start:end])
-            if not self._could_start(head):
-                start += 1
-                self.garbage_bytes += 1
-                self.packets_in_sync = 0
-            elif len(head) < self.packet_len:
-                break  # a plausible partial packet: wait for the rest
-            else:
-                start = end
-                try:
-                    out.append(self._parse(head))
-                except MalformedPacket as error:
-                    self.bad_packets += 1
-                    self.last_error = error
-                    self.packets_in_sync = 0
-                else:
-                    self.packets += 1
-                    self.packets_in_sync += 1
-        del buf[:start]
-        return out
+    def _split(self, buffer: bytes) -> tuple[int, int]:
+        size = self.packet_len
+        start = next(
+            (i for i in range(len(buffer)) if self._could_start(buffer[i : i + size])),
+            len(buffer),
+        )
+        if start:
+            return start, 0
+        return 0, size if len(buffer) >= size else 0  # a plausible partial packet: wait
+
+    def _decode(self, packet: bytes) -> list[Measurement]:
+        measurements = self._parse(packet)
+        self.packets += 1
+        self.packets_in_sync += 1
+        return measurements
+
+    def _discard(self, count: int) -> None:
+        super()._discard(count)
+        self.packets_in_sync = 0
+
+    def _reject(self, error: MalformedPacket) -> None:
+        super()._reject(error)
+        self.packets_in_sync = 0
+
+
+# --- the `decode` command: `bedside-gateway decode cms50-legacy|cms50-v46 HEX` --------
+
+
+def decode_cms50_legacy(data: bytes) -> list[Measurement]:
+    """A captured byte string, which may hold many packets and start or end mid-packet
+    as a serial read does: the samples of every complete packet, in order."""
+    return _decode_capture(
+        Generation.LEGACY, "5 bytes, the first with bit 7 set and the other four without", data
+    )
+
+
+def decode_cms50_v46(data: bytes) -> list[Measurement]:
+    """As `decode_cms50_legacy`, for the v4.6 framing."""
+    return _decode_capture(
+        Generation.V46, "9 bytes, 01 then eight bytes with bit 7 set and status E0-E2", data
+    )
+
+
+def _decode_capture(generation: Generation, framing: str, data: bytes) -> list[Measurement]:
+    decoder = Cms50StreamDecoder(generation)
+    packets = decoder.feed(data)
+    if packets:
+        return [m for packet in packets for m in packet]
+    if len(data) == decoder.packet_len:
+        return decoder._parse(data)  # exactly one packet's worth: the parser says what is wrong
+    raise MalformedPacket(
+        f"no complete CMS50 {generation.value} packet in {len(data)} bytes (expected {framing})"
+    )

@@ -9,6 +9,7 @@ service data; this class owns the radio side.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 from bumble import hci
 from bumble.core import AdvertisingData
@@ -53,6 +54,16 @@ class AdvertisingDoorSensor(ABC):
     service_uuid: int
     #: The device kind the gateway configures for it ("bthome", "mibeacon").
     protocol: str
+    #: The simulator's names for this twin (`--door NAME`), each with its default
+    #: address and key: e.g. a plain and an encrypting BTHome sensor.
+    variants: ClassVar[dict[str, tuple[str, bytes | None]]]
+
+    @classmethod
+    @abstractmethod
+    def simulate(
+        cls, link: LocalLink, address: str, key: bytes | None, advertising_interval_ms: float
+    ) -> AdvertisingDoorSensor:
+        """This twin at `address`; `key` None: the variant's own (or none)."""
 
     def __init__(
         self,

@@ -1,5 +1,5 @@
 """A BerryMed BM1000-family oximeter behind a Microchip "transparent UART" module: BCI
-packets of 5 bytes at 100 Hz (PROTOCOLS.md 4.1), forwarded in 18-byte notifications,
+packets of 5 bytes at 100 Hz (docs/protocols.md 4.1), forwarded in 18-byte notifications,
 so that most packets straddle two notifications.
 
 Finger in: signal strength 5, the pulse wave as pleth and bar graph, the beep bit on the
@@ -10,6 +10,8 @@ SpO2 127 and PR 255 (no reading). The Battery Level can be read but is not notif
 
 from __future__ import annotations
 
+from typing import Self
+
 from bumble import gatt
 from bumble.core import UUID
 from bumble.link import LocalLink
@@ -19,6 +21,7 @@ from drivers.ble.berrymed import PR_INVALID, SPO2_INVALID, SYNC
 from firmware_sim.devices.peripheral import (
     ScenarioClock,
     StreamingPeripheral,
+    TwinOptions,
     uart_characteristics,
 )
 from firmware_sim.scenarios import beats_at, oximeter_at, pulse_wave_at
@@ -66,6 +69,21 @@ PROBE_OFF_PACKET = bytes(
 
 
 class BerryMedOximeter(StreamingPeripheral):
+    default_address = DEFAULT_ADDRESS
+
+    @classmethod
+    def simulate(
+        cls, link: LocalLink, address: str, clock: ScenarioClock, options: TwinOptions
+    ) -> Self:
+        return cls(
+            link,
+            address,
+            scenario=options.scenario,
+            clock=clock,
+            garbage_every=options.garbage_every,
+            advertising_interval_ms=options.advertising_interval_ms,
+        )
+
     #: A false sync byte and two strays: a decoder drops exactly these three.
     garbage = bytes([0xFF, 0x13, 0x37])
 

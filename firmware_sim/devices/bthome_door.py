@@ -1,4 +1,4 @@
-"""A Shelly BLU Door/Window style BTHome v2 sensor (PROTOCOLS.md 5.1), plain or
+"""A Shelly BLU Door/Window style BTHome v2 sensor (docs/protocols.md 5.1), plain or
 AES-CCM encrypted: service data 0xFCD2 with packet id 0x00, battery 0x01 and window
 0x2D in every packet.
 
@@ -18,7 +18,7 @@ from firmware_sim.devices.advertiser import AdvertisingDoorSensor, ccm_encrypt
 
 DEFAULT_ADDRESS = "F0:00:00:00:00:10"
 DEFAULT_ENCRYPTED_ADDRESS = "F0:00:00:00:00:11"
-#: The published BTHome test key (PROTOCOLS.md 5.1).
+#: The published BTHome test key (docs/protocols.md 5.1).
 DEFAULT_KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
 FIRST_COUNTER = 1000
 
@@ -29,6 +29,16 @@ WINDOW = 0x2D
 class BthomeDoorSensor(AdvertisingDoorSensor):
     service_uuid = int.from_bytes(UUID16, "little")
     protocol = "bthome"
+    variants = {
+        "bthome": (DEFAULT_ADDRESS, None),
+        "bthome-encrypted": (DEFAULT_ENCRYPTED_ADDRESS, DEFAULT_KEY),
+    }
+
+    @classmethod
+    def simulate(
+        cls, link: LocalLink, address: str, key: bytes | None, advertising_interval_ms: float
+    ) -> AdvertisingDoorSensor:
+        return cls(link, address, key=key, advertising_interval_ms=advertising_interval_ms)
 
     def __init__(
         self,

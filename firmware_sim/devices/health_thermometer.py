@@ -12,12 +12,13 @@ Thermometer Service requires when that characteristic is present.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Self
 
 from bumble import gatt
 from bumble.core import UUID
 from bumble.link import LocalLink
 
-from firmware_sim.devices.peripheral import ScenarioClock, SimulatedPeripheral, pushed
+from firmware_sim.devices.peripheral import ScenarioClock, SimulatedPeripheral, TwinOptions, pushed
 from firmware_sim.encoding import date_time, float32
 from firmware_sim.scenarios import thermometer_at
 
@@ -35,6 +36,24 @@ _TIME_STAMP_PRESENT = 0x02
 
 
 class HealthThermometer(SimulatedPeripheral):
+    default_address = DEFAULT_ADDRESS
+
+    @classmethod
+    def simulate(
+        cls, link: LocalLink, address: str, clock: ScenarioClock, options: TwinOptions
+    ) -> Self:
+        return cls(
+            link,
+            address,
+            scenario=options.scenario,
+            clock=clock,
+            interval=options.interval,
+            fahrenheit=options.fahrenheit,
+            intermediate=options.intermediate,
+            malformed_every=options.malformed_every,
+            advertising_interval_ms=options.advertising_interval_ms,
+        )
+
     def __init__(
         self,
         link: LocalLink,

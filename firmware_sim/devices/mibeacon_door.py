@@ -1,4 +1,4 @@
-"""A Xiaomi MCCGQ02HL door sensor (PROTOCOLS.md 5.2): MiBeacon v5, encrypted with its
+"""A Xiaomi MCCGQ02HL door sensor (docs/protocols.md 5.2): MiBeacon v5, encrypted with its
 bindkey, one object per advertisement: battery 0x100A from power-on, then door 0x1019
 (0 open, 1 closed) at each change.
 
@@ -29,7 +29,7 @@ from drivers.ble.mibeacon import (
 from firmware_sim.devices.advertiser import AdvertisingDoorSensor, ccm_encrypt
 
 DEFAULT_ADDRESS = "F0:00:00:00:00:12"
-#: The published MCCGQ02HL test bindkey (PROTOCOLS.md 5.2).
+#: The published MCCGQ02HL test bindkey (docs/protocols.md 5.2).
 DEFAULT_KEY = bytes.fromhex("017e52d2684779298709b117c0a75a7b")
 FIRST_COUNTER = 1000
 
@@ -41,6 +41,15 @@ FRAME_CONTROL = 5 << 12 | 1 << 11 | FC_OBJECTS | FC_MAC | FC_ENCRYPTED
 class MiBeaconDoorSensor(AdvertisingDoorSensor):
     service_uuid = SERVICE_UUID
     protocol = "mibeacon"
+    variants = {"mibeacon": (DEFAULT_ADDRESS, DEFAULT_KEY)}
+
+    @classmethod
+    def simulate(
+        cls, link: LocalLink, address: str, key: bytes | None, advertising_interval_ms: float
+    ) -> AdvertisingDoorSensor:
+        return cls(
+            link, address, key=key or DEFAULT_KEY, advertising_interval_ms=advertising_interval_ms
+        )
 
     def __init__(
         self,

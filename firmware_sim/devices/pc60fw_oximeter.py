@@ -1,4 +1,4 @@
-"""A Viatom/Wellue PC-60FW fingertip oximeter on Nordic UART (PROTOCOLS.md 4.3): frames
+"""A Viatom/Wellue PC-60FW fingertip oximeter on Nordic UART (docs/protocols.md 4.3): frames
 `AA 55 0F len payload CRC-8/MAXIM`, ten per scenario second: a pleth frame (type 02,
 five samples) every time, the readings (type 01: SpO2, PR, PI) once a second before it,
 and the battery bars (type 03) every 10 s. The bytes go out in 20-byte notifications
@@ -10,6 +10,8 @@ is flat.
 
 from __future__ import annotations
 
+from typing import Self
+
 from bumble import gatt
 from bumble.core import UUID
 from bumble.link import LocalLink
@@ -19,6 +21,7 @@ from drivers.ble.pc60fw import SYNC, TYPE_BATTERY, TYPE_READINGS, crc8_maxim
 from firmware_sim.devices.peripheral import (
     ScenarioClock,
     StreamingPeripheral,
+    TwinOptions,
     uart_characteristics,
 )
 from firmware_sim.scenarios import oximeter_at, pulse_wave_at
@@ -51,6 +54,21 @@ def readings_frame(spo2: int, pulse_rate: int, perfusion_tenths: int) -> bytes:
 
 
 class Pc60fwOximeter(StreamingPeripheral):
+    default_address = DEFAULT_ADDRESS
+
+    @classmethod
+    def simulate(
+        cls, link: LocalLink, address: str, clock: ScenarioClock, options: TwinOptions
+    ) -> Self:
+        return cls(
+            link,
+            address,
+            scenario=options.scenario,
+            clock=clock,
+            garbage_every=options.garbage_every,
+            advertising_interval_ms=options.advertising_interval_ms,
+        )
+
     #: A false start of frame: a decoder drops exactly these three bytes.
     garbage = bytes([0xAA, 0x13, 0x37])
 

@@ -13,7 +13,8 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Self
 
 from bumble import gatt, hci
 from bumble.core import UUID, AdvertisingData
@@ -36,6 +37,26 @@ _TICK_SECONDS = 0.02
 BatteryMode = Literal["notify", "read"] | None
 
 
+@dataclass(frozen=True, slots=True)
+class TwinOptions:
+    """What the simulator's command line sets for every simulated device: each twin
+    (`SimulatedPeripheral.simulate`) takes the options that apply to it."""
+
+    scenario: str = "normal"
+    #: The thermometer's period, in scenario seconds.
+    interval: float = 5.0
+    fahrenheit: bool = False
+    #: Intermediate temperatures (0x2A1E) before each final one.
+    intermediate: int = 0
+    #: PLX spot-checks this often (scenario seconds); None: continuous only.
+    spot_check_interval: float | None = None
+    #: Every Nth measurement packet cut short (GATT packet devices).
+    malformed_every: int | None = None
+    #: Stray bytes before every Nth packet (streaming devices).
+    garbage_every: int | None = None
+    advertising_interval_ms: float = 50.0
+
+
 class ScenarioClock:
     """Scenario seconds since start; `speed` scenario seconds pass per real second."""
 
@@ -55,7 +76,12 @@ class SimulatedPeripheral(ABC):
     `period` is in scenario seconds. With `malformed_every=N` every Nth measurement
     packet is cut to 3 bytes, too short for any of the profiles' measurements.
     `service_uuid`, when given, is advertised with the name.
+
+    A subclass is the simulated twin of a device kind (`drivers/kinds.py` names it):
+    `default_address` and `simulate` let the simulator build any twin the same way.
     """
+
+    default_address: ClassVar[str]
 
     def __init__(
         self,
@@ -115,6 +141,13 @@ class SimulatedPeripheral(ABC):
         self._sent = 0
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    @abstractmethod
+    def simulate(
+        cls, link: LocalLink, address: str, clock: ScenarioClock, options: TwinOptions
+    ) -> Self:
+        """This twin at `address`, with the options that apply to it."""
 
     @abstractmethod
     async def send_due(self, t: float) -> None:

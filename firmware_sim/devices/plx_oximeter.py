@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import struct
 from datetime import datetime
+from typing import Self
 
 from bumble import gatt
 from bumble.core import UUID
 from bumble.device import Connection
 from bumble.link import LocalLink
 
-from firmware_sim.devices.peripheral import ScenarioClock, SimulatedPeripheral, pushed
+from firmware_sim.devices.peripheral import ScenarioClock, SimulatedPeripheral, TwinOptions, pushed
 from firmware_sim.encoding import date_time, sfloat
 from firmware_sim.scenarios import OximeterSample, oximeter_at
 
@@ -46,6 +47,22 @@ _SPOT_CHECK_TIMESTAMP = 0x0008
 
 
 class PlxOximeter(SimulatedPeripheral):
+    default_address = DEFAULT_ADDRESS
+
+    @classmethod
+    def simulate(
+        cls, link: LocalLink, address: str, clock: ScenarioClock, options: TwinOptions
+    ) -> Self:
+        return cls(
+            link,
+            address,
+            scenario=options.scenario,
+            clock=clock,
+            spot_check_interval=options.spot_check_interval,
+            malformed_every=options.malformed_every,
+            advertising_interval_ms=options.advertising_interval_ms,
+        )
+
     def __init__(
         self,
         link: LocalLink,

@@ -1,7 +1,7 @@
 """Low SpO2: valid samples at or below the line, without interruption, for a while.
 
 - Raise after `persist_s` of consecutive alertable samples <= `raise_at_or_below`
-  (15 s at 93 % by default: a 15-s delay cuts nuisance alarms by ~60 %, PROTOCOLS.md 6).
+  (15 s at 93 % by default: a 15-s delay cuts nuisance alarms by ~60 %, docs/protocols.md 6).
 - A flagged sample (probe off, low perfusion, provisional...) or a gap longer than
   `max_gap_s` restarts the count: alarm timers only run on trustworthy values.
 - Clear after `clear_after_s` of samples >= `clear_at_or_above` (hysteresis).

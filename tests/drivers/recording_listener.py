@@ -8,8 +8,9 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from drivers.errors import RefusedPacket
 from drivers.listener import LinkState
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.measurement import Measurement, Metric
 
 T = TypeVar("T")
 WAIT_S = 15.0  # generous: the machine is shared
@@ -43,7 +44,7 @@ class RecordingListener:
     def on_device_info(self, address: str, info: dict[str, str]) -> None:
         self._record("info", address, dict(info))
 
-    def on_malformed(self, address: str, error: MalformedPacket, raw: bytes) -> None:
+    def on_refused(self, address: str, error: RefusedPacket, raw: bytes) -> None:
         self._record("malformed", address, (error, raw))
 
     def on_signal(self, address: str, rssi: int | None) -> None:

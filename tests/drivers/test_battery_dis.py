@@ -1,4 +1,4 @@
-"""Battery Level, Device Information strings and the UUID table (PROTOCOLS.md section 3)."""
+"""Battery Level, Device Information strings and the UUID table (docs/protocols.md section 3)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from drivers.ble import uuids
 from drivers.ble.battery import parse_battery_level
 from drivers.ble.dis import DIS_STRINGS, decode_dis_string
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric
 
 
 @pytest.mark.parametrize(("hex_in", "percent"), [("5A", 90), ("00", 0), ("64", 100), ("01", 1)])

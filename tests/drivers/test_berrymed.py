@@ -1,12 +1,13 @@
-"""BerryMed BCI packets and stream (PROTOCOLS.md section 4.1)."""
+"""BerryMed BCI packets and stream (docs/protocols.md section 4.1)."""
 
 from __future__ import annotations
 
 import pytest
 
 from drivers.ble.berrymed import BciSample, BciStreamDecoder, decode_bci_packet, parse_bci_packet
-from drivers.measurement import MalformedPacket, Measurement, Metric, Quality
-from drivers.reducer import OneHertzReducer
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric, Quality
+from drivers.one_hertz import OneHertzReducer
 
 Q = Quality
 SPO2, PR = Metric.SPO2, Metric.PULSE_RATE

@@ -1,4 +1,4 @@
-"""BTHome v2 (PROTOCOLS.md section 5.1)."""
+"""BTHome v2 (docs/protocols.md section 5.1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from drivers.ble.advert import ccm_decrypt
 from drivers.ble.bthome import BthomeDecoder, parse_bthome
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric
 
 KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
 MAC = "54:48:E6:8F:80:A5"

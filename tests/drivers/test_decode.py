@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.decode import PROFILES, DecodeError, decode
+from drivers.decode import DECODERS, DecodeError, decode
+from drivers.kinds import KINDS
 from drivers.measurement import Metric
 
 SPO2, PR, PI = Metric.SPO2, Metric.PULSE_RATE, Metric.PERFUSION_INDEX
@@ -15,7 +16,7 @@ MIBEACON_KEY = "017e52d2684779298709b117c0a75a7b"
 
 
 @pytest.mark.parametrize(
-    ("profile", "chunks", "key", "mac", "expected"),
+    ("decoder", "chunks", "key", "mac", "expected"),
     [
         ("plx-spot-check", ["02 61 00 48 00 80 00"], None, None, [(SPO2, 97), (PR, 72)]),
         (
@@ -74,14 +75,14 @@ MIBEACON_KEY = "017e52d2684779298709b117c0a75a7b"
         ),
     ],
 )
-def test_profiles(
-    profile: str,
+def test_decoders(
+    decoder: str,
     chunks: list[str],
     key: str | None,
     mac: str | None,
     expected: list[tuple[Metric, float | bool]],
 ) -> None:
-    assert [(m.metric, m.value) for m in decode(profile, chunks, key, mac)] == expected
+    assert [(m.metric, m.value) for m in decode(decoder, chunks, key, mac)] == expected
 
 
 @pytest.mark.parametrize(
@@ -100,9 +101,9 @@ def test_hex_forms(chunks: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("profile", "chunks", "key", "mac", "message"),
+    ("decoder", "chunks", "key", "mac", "message"),
     [
-        ("plx", ["00"], None, None, r"^unknown profile 'plx'; known: plx-continuous, "),
+        ("plx", ["00"], None, None, r"^unknown decoder 'plx'; known: hts-temperature, "),
         ("battery", ["zz"], None, None, r"^bad hex: 'z' is not a hex digit$"),
         ("battery", ["0x5A"], None, None, r"^bad hex: 'x' is not a hex digit$"),
         ("battery", ["5A0"], None, None, r"^bad hex: odd number of hex digits \(3\)$"),
@@ -141,29 +142,20 @@ def test_hex_forms(chunks: list[str]) -> None:
     ],
 )
 def test_errors(
-    profile: str, chunks: list[str], key: str | None, mac: str | None, message: str
+    decoder: str, chunks: list[str], key: str | None, mac: str | None, message: str
 ) -> None:
     with pytest.raises(DecodeError, match=message) as caught:
-        decode(profile, chunks, key, mac)
+        decode(decoder, chunks, key, mac)
     assert "\n" not in str(caught.value)
     assert isinstance(caught.value, ValueError)
 
 
-def test_profiles_for_help() -> None:
-    assert list(PROFILES) == [
-        "plx-continuous",
-        "plx-spot-check",
-        "hts-temperature",
-        "hts-intermediate",
-        "battery",
-        "berrymed",
-        "pc60fw",
-        "cms50-legacy",
-        "cms50-v46",
-        "bthome",
-        "mibeacon",
-    ]
-    assert all(text and "\n" not in text for text in PROFILES.values())
+def test_every_device_kind_can_be_decoded_from_the_command_line() -> None:
+    for kind in KINDS.values():
+        assert kind.decoders, f"{kind.name} declares no decoder for `decode`"
+        for decoder in kind.decoders:
+            assert DECODERS[decoder.name] is decoder
+    assert all(d.description and "\n" not in d.description for d in DECODERS.values())
 
 
 def test_output_is_json_ready() -> None:

@@ -1,4 +1,4 @@
-"""Health Thermometer Service parsers (PROTOCOLS.md section 2)."""
+"""Health Thermometer Service parsers (docs/protocols.md section 2)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from drivers.ble.hts import (
     parse_temperature_measurement,
     parse_temperature_type,
 )
-from drivers.measurement import MalformedPacket, Measurement, Metric, Quality, Site
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric, Quality, Site
 
 Parser = Callable[..., list[Measurement]]
 BOTH = [parse_temperature_measurement, parse_intermediate_temperature]

@@ -1,4 +1,4 @@
-"""IEEE 11073 numbers and the GATT Date Time (PROTOCOLS.md section 0)."""
+"""IEEE 11073 numbers and the GATT Date Time (docs/protocols.md section 0)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from drivers.ble.fields import FieldReader, decode_date_time
 from drivers.ble.ieee11073 import decode_float, decode_sfloat
-from drivers.measurement import MalformedPacket
+from drivers.errors import MalformedPacket
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Xiaomi MiBeacon, MCCGQ02HL door sensor (PROTOCOLS.md section 5.2)."""
+"""Xiaomi MiBeacon, MCCGQ02HL door sensor (docs/protocols.md section 5.2)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from drivers.ble.mibeacon import MiBeaconDecoder, parse_mibeacon
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric
 
 KEY = bytes.fromhex("017e52d2684779298709b117c0a75a7b")
 MAC = "E4:AA:EC:81:21:AE"

@@ -27,9 +27,10 @@ from drivers.ble.ieee11073 import decode_float, decode_sfloat
 from drivers.ble.mibeacon import MiBeaconDecoder, parse_mibeacon
 from drivers.ble.pc60fw import Pc60fwStreamDecoder, crc8_maxim, parse_pc60fw_frame
 from drivers.ble.plx import parse_plx_continuous, parse_plx_features, parse_plx_spot_check
-from drivers.ble.stream import StreamDecoder
-from drivers.decode import PROFILES, DecodeError, decode
-from drivers.measurement import MalformedPacket, Measurement
+from drivers.decode import DECODERS, DecodeError, decode
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement
+from drivers.packet_stream import StreamDecoder
 
 FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 BTHOME_KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
@@ -205,7 +206,7 @@ def test_advert_decoders_survive(
         survives(partial(instance.feed, now=now), data)
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", DECODERS)
 @FUZZ
 @given(data=st.binary(max_size=64))
 def test_decode_registry_raises_only_decode_error(profile: str, data: bytes) -> None:

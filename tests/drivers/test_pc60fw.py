@@ -1,11 +1,12 @@
-"""Viatom/Wellue PC-60FW frames and stream (PROTOCOLS.md section 4.3)."""
+"""Viatom/Wellue PC-60FW frames and stream (docs/protocols.md section 4.3)."""
 
 from __future__ import annotations
 
 import pytest
 
 from drivers.ble.pc60fw import Pc60fwStreamDecoder, crc8_maxim, parse_pc60fw_frame
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric
 
 SPO2, PR, PI, BATTERY = Metric.SPO2, Metric.PULSE_RATE, Metric.PERFUSION_INDEX, Metric.BATTERY
 EXAMPLE = "AA 55 0F 08 01 60 3E 00 50 00 C0 08"

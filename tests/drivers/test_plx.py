@@ -1,4 +1,4 @@
-"""Pulse Oximeter Service parsers (PROTOCOLS.md section 1)."""
+"""Pulse Oximeter Service parsers (docs/protocols.md section 1)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from drivers.ble.plx import (
     parse_plx_features,
     parse_plx_spot_check,
 )
-from drivers.measurement import MalformedPacket, Measurement, Metric, Quality
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric, Quality
 
 Q = Quality
 SPO2, PR, PI = Metric.SPO2, Metric.PULSE_RATE, Metric.PERFUSION_INDEX

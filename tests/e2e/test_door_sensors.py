@@ -12,6 +12,7 @@ import json
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gateway.broker import Mosquitto
 from tests.conftest import GatewayProcess, Subscriber, write_config
@@ -61,14 +62,26 @@ def test_doors_open_and_close_on_the_server_and_a_wrong_key_reads_nothing(
         assert door["unit"] is None and door["subject"] == "room-12"
         read_from = {r["device"] for r in sub.readings()}
         assert read_from == {"bthome-f00000000011"}, "only bound sensors with the right key"
-        gw.wait_log("malformed packet dropped", 20)
+        gw.wait_log("packet refused by a security check", 20)
         wrong_key = [
             r
             for r in gw.log_records()
-            if r.get("msg") == "malformed packet dropped" and r["device"] == "mibeacon-f00000000012"
+            if r.get("msg") == "packet refused by a security check"
+            and r["device"] == "mibeacon-f00000000012"
         ]
         assert wrong_key, "the sensor with the wrong bindkey is reported, not read"
+        assert "decryption failed" in wrong_key[0]["error"]
         assert "00000000000000000000000000000000" not in gw.log(), "keys never reach the log"
+
+        def mibeacon_counts(s: Subscriber) -> dict[str, Any] | None:
+            inventories = s.snapshot("/devices")
+            device = next(
+                d for d in inventories[-1][1]["devices"] if d["id"] == "mibeacon-f00000000012"
+            )
+            return device if device["security_rejections"] else None
+
+        counts = sub.wait_for(mibeacon_counts, 20, "the wrong key counted as a security rejection")
+        assert counts["malformed_packets"] == 0, "an attack-like refusal is not radio noise"
         inventory = sub.snapshot("/devices")[-1][1]["devices"]
         links = {d["id"]: d["link"] for d in inventory}
         assert links["bthome-f00000000011"] == "connected"

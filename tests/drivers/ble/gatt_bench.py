@@ -9,7 +9,7 @@ from typing import Any
 
 from drivers.backoff import Backoff
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
-from drivers.ble.profiles import PULSE_OXIMETER, GattProfile
+from drivers.ble.gatt_profiles import PULSE_OXIMETER, GattProfile
 from drivers.ble.session import GattSession
 from drivers.measurement import Site
 from firmware_sim.ble_main import SimulatedWard

@@ -14,8 +14,9 @@ from bumble.link import LocalLink
 
 from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
-from drivers.ble.adverts import AdvertListener, classify_advertisement
+from drivers.ble.adverts import AdvertListener
 from drivers.ble.bumble_backend import BumbleRadio, BumbleScanner
+from drivers.kinds import classify_advertisement
 from drivers.listener import LinkState
 from drivers.measurement import Metric
 from firmware_sim.ble_radio import HciTcpServer
@@ -257,7 +258,8 @@ def test_bad_bindings_are_refused(
         AdvertListener(adapter, RecordingListener(), devices)
 
 
-MIBEACON_DOOR_FRAME = bytes.fromhex("58588b09a3ae2181ecaae40e2c553c040000d28a500c")  # PROTOCOLS 5.2
+#: The published MCCGQ02HL test vector (docs/protocols.md 5.2).
+MIBEACON_DOOR_FRAME = bytes.fromhex("58588b09a3ae2181ecaae40e2c553c040000d28a500c")
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ python-dbusmock's `bluez5` template on a private system bus.
 
 This tests the D-Bus contract with BlueZ (what the Pi's bluetoothd says and is asked),
 not Bluetooth: the test plays bluetoothd by scripting its objects. The pitfalls of
-/work/shared/BLE_SIMULATION.md section 2 are handled here: the adapter's `Roles` holds
+docs/ble-simulation.md section 2 are handled here: the adapter's `Roles` holds
 "central", the GATT objects are added at BlueZ's paths with `AddObject`, and `Connect`
 sets `ServicesResolved` as well as `Connected`.
 """
@@ -32,7 +32,7 @@ from dbusmock.testcase import SpawnedMock
 from drivers.backoff import Backoff
 from drivers.ble import uuids
 from drivers.ble.adapter import open_ble_adapter
-from drivers.ble.profiles import HEALTH_THERMOMETER
+from drivers.ble.gatt_profiles import HEALTH_THERMOMETER
 from drivers.ble.session import GattSession
 from drivers.listener import LinkState
 from drivers.measurement import Metric, Site

@@ -18,11 +18,11 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
 from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
-from drivers.ble.adverts import classify_advertisement
 from drivers.ble.berrymed import BciStreamDecoder
 from drivers.ble.bumble_backend import BumbleRadio
 from drivers.ble.hts import parse_temperature_measurement
 from drivers.ble.plx import parse_plx_continuous
+from drivers.kinds import classify_advertisement
 from drivers.measurement import Metric
 from firmware_sim.ble_main import SimulatedWard
 from firmware_sim.devices import (
@@ -227,7 +227,9 @@ async def test_a_gateway_that_vanished_leaves_no_stale_link(ward: SimulatedWard)
 async def test_streaming_oximeters_advertise_like_theirs_and_straddle_notifications() -> None:
     chunks: asyncio.Queue[bytes] = asyncio.Queue()
     async with (
-        SimulatedWard(berrymed=BERRYMED, pc60fw=PC60FW) as ward,
+        SimulatedWard(
+            devices={"hts": None, "plx": None, "berrymed": BERRYMED, "pc60fw": PC60FW}
+        ) as ward,
         open_ble_adapter(f"bumble:{ward.hci_spec}") as adapter,
     ):
         reports = await scan_until(adapter, {BERRYMED, PC60FW})
@@ -273,7 +275,7 @@ async def test_the_simulator_command_serves_every_device_its_banner_names() -> N
         fields = [field.split("=", 1) for field in banner]
         named = {key: value for key, value in fields if key != "door"}
         doors = [value.split(":", 1) for key, value in fields if key == "door"]
-        addresses = {named[key] for key in ("thermometer", "oximeter", "berrymed", "pc60fw")}
+        addresses = {named[key] for key in ("hts", "plx", "berrymed", "pc60fw")}
         addresses |= {rest[:17] for _kind, rest in doors}
         async with open_ble_adapter(f"bumble:{named['hci']}") as adapter:
             reports = await scan_until(adapter, addresses)

@@ -15,10 +15,11 @@ from bleak import BleakScanner
 
 from drivers.ble import uuids
 from drivers.ble.adapter import open_ble_adapter
+from drivers.ble.gatt_profiles import HEALTH_THERMOMETER, SiteSource
 from drivers.ble.hts import parse_temperature_type
-from drivers.ble.profiles import HEALTH_THERMOMETER, SiteSource
+from drivers.errors import MalformedPacket
 from drivers.listener import LinkState
-from drivers.measurement import MalformedPacket, Measurement, Metric, Quality, Site
+from drivers.measurement import Measurement, Metric, Quality, Site
 from firmware_sim.devices import health_thermometer, plx_oximeter
 from firmware_sim.devices.plx_oximeter import PlxOximeter
 from tests.drivers.ble.gatt_bench import Bench, bench

@@ -10,9 +10,10 @@ import re
 import pytest
 
 from drivers.ble.berrymed import decode_bci_packet
-from drivers.ble.profiles import BERRYMED, PC60FW, GattProfile
+from drivers.ble.gatt_profiles import BERRYMED, PC60FW, GattProfile
+from drivers.errors import MalformedPacket
 from drivers.listener import LinkState
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.measurement import Measurement, Metric
 from firmware_sim.devices import berrymed_oximeter, pc60fw_oximeter, plx_oximeter
 from firmware_sim.devices.peripheral import StreamingPeripheral
 from tests.drivers.ble.gatt_bench import Bench, bench
@@ -63,7 +64,9 @@ def streaming_device(b: Bench, address: str) -> StreamingPeripheral:
 
 @pytest.mark.asyncio
 async def test_a_berrymed_stream_with_stray_bytes_gives_one_clean_reading_per_second() -> None:
-    async with bench(speed=2, berrymed=BERRYMED_ADDRESS, garbage_every=7) as b:
+    async with bench(
+        speed=2, devices={"hts": None, "plx": None, "berrymed": BERRYMED_ADDRESS}, garbage_every=7
+    ) as b:
         await b.start(BERRYMED_ADDRESS, BERRYMED)
         elapsed = await seconds_of_oximetry(b, BERRYMED_ADDRESS, 4)
         sent = streaming_device(b, BERRYMED_ADDRESS).garbage_bytes_sent
@@ -86,7 +89,9 @@ async def test_a_berrymed_stream_with_stray_bytes_gives_one_clean_reading_per_se
 @pytest.mark.asyncio
 async def test_a_pc60fw_stream_gives_spo2_pulse_perfusion_and_battery() -> None:
     # Battery frames come every 10 scenario seconds: every 2 s at this speed.
-    async with bench(speed=5, pc60fw=PC60FW_ADDRESS, garbage_every=5) as b:
+    async with bench(
+        speed=5, devices={"hts": None, "plx": None, "pc60fw": PC60FW_ADDRESS}, garbage_every=5
+    ) as b:
         await b.start(PC60FW_ADDRESS, PC60FW)
         elapsed = await seconds_of_oximetry(b, PC60FW_ADDRESS, 3)
         await b.recorder.wait_for(
@@ -115,7 +120,7 @@ async def test_with_the_probe_off_the_sentinels_never_become_values(
     address: str, profile: GattProfile, device: str
 ) -> None:
     # The probe comes off at scenario second 3: real second 0.6.
-    async with bench(scenario="probe_off", speed=5, **{device: address}) as b:
+    async with bench(scenario="probe_off", speed=5, devices={device: address}) as b:
         await b.start(address, profile)
         await b.recorder.wait_state(LinkState.CONNECTED, address=address)
         await b.recorder.heard_again(address, times=3)  # about three seconds of stream
@@ -130,7 +135,7 @@ async def test_with_the_probe_off_the_sentinels_never_become_values(
 
 @pytest.mark.asyncio
 async def test_stopping_reports_the_part_of_a_second_already_streamed() -> None:
-    async with bench(berrymed=BERRYMED_ADDRESS) as b:
+    async with bench(devices={"hts": None, "plx": None, "berrymed": BERRYMED_ADDRESS}) as b:
         session = await b.start(BERRYMED_ADDRESS, BERRYMED)
         await b.recorder.wait_for(lambda: oximetry(b.recorder, BERRYMED_ADDRESS), "oximetry")
         await session.stop()  # just after a second closed
@@ -143,7 +148,7 @@ async def test_stopping_reports_the_part_of_a_second_already_streamed() -> None:
 
 @pytest.mark.asyncio
 async def test_a_battery_level_without_notification_is_polled() -> None:
-    async with bench(berrymed=BERRYMED_ADDRESS) as b:
+    async with bench(devices={"hts": None, "plx": None, "berrymed": BERRYMED_ADDRESS}) as b:
         await b.start(BERRYMED_ADDRESS, BERRYMED, battery_poll_s=0.2)
         await b.start(OXIMETER, battery_poll_s=0.2)
         await b.recorder.wait_for(
@@ -160,7 +165,7 @@ async def test_a_battery_level_without_notification_is_polled() -> None:
 
 
 def test_the_simulated_packets_are_the_documented_bytes() -> None:
-    # PROTOCOLS.md 4.3 and 4.1.
+    # docs/protocols.md 4.3 and 4.1.
     assert pc60fw_oximeter.readings_frame(96, 62, 80) == bytes.fromhex("AA550F0801603E005000C008")
     assert berrymed_oximeter.PROBE_OFF_PACKET == bytes.fromhex("A000707F7F")
     sample = decode_bci_packet(berrymed_oximeter.bci_packet(96, 140, 60, beep=True))

@@ -11,9 +11,10 @@ import pytest
 from bleak import BleakScanner
 
 from drivers.ble.adapter import open_ble_adapter
-from drivers.ble.watchdog import AdapterState, AdapterWatchdog
-from drivers.listener import LinkState, SessionListener
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.ble.watchdog import AdapterWatchdog
+from drivers.errors import MalformedPacket
+from drivers.listener import AdapterState, LinkState, SessionListener
+from drivers.measurement import Measurement, Metric
 from firmware_sim.ble_main import SimulatedWard
 from firmware_sim.devices import health_thermometer
 from tests.contract import assert_contract
@@ -173,7 +174,7 @@ def test_the_listener_passes_every_report_on() -> None:
     listener.on_live(DEVICE, reading)
     listener.on_device_info(DEVICE, {"model": "X"})
     error = MalformedPacket("short")
-    listener.on_malformed(DEVICE, error, b"\x00")
+    listener.on_refused(DEVICE, error, b"\x00")
     listener.on_link_state(DEVICE, LinkState.DISCONNECTED, "link lost")
 
     assert recorder.events == [
@@ -191,7 +192,7 @@ REPORTS: dict[str, Callable[[SessionListener], None]] = {
     "measurements": lambda listener: listener.on_measurements(DEVICE, []),
     "live": lambda listener: listener.on_live(DEVICE, []),
     "info": lambda listener: listener.on_device_info(DEVICE, {}),
-    "malformed": lambda listener: listener.on_malformed(DEVICE, MalformedPacket("?"), b""),
+    "malformed": lambda listener: listener.on_refused(DEVICE, MalformedPacket("?"), b""),
 }
 
 

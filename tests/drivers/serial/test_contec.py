@@ -1,5 +1,5 @@
-"""Contec CMS50 parsers, stream decoders and the `decode` profiles, against the
-PROTOCOLS.md 4.2 vectors and the simulator's encoders."""
+"""Contec CMS50 parsers, stream decoders and capture decoders, against the
+docs/protocols.md 4.2 vectors and the simulator's encoders."""
 
 from __future__ import annotations
 
@@ -7,20 +7,22 @@ from collections.abc import Callable
 
 import pytest
 
-from drivers.measurement import MalformedPacket, Measurement, Metric, Quality
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric, Quality
 from drivers.serial.contec import (
     STORED_DATA_REQUEST,
     STORED_DATA_STOP,
     V46_KEEPALIVE,
     V46_START,
+    Cms50StreamDecoder,
     Generation,
-    StreamDecoder,
+    decode_cms50_legacy,
+    decode_cms50_v46,
     decode_legacy_frame,
     decode_v46_frame,
     parse_cms50_legacy_packet,
     parse_cms50_v46_packet,
 )
-from drivers.serial.decode_profiles import decode_cms50_legacy, decode_cms50_v46
 from firmware_sim.cms50 import garbage_for, legacy_packet, v46_packet
 from firmware_sim.scenarios import OximeterSample, oximeter_at
 
@@ -164,7 +166,7 @@ def test_stream_resyncs_and_counts_garbage(
 ) -> None:
     partial = packet[:3]
     stream = noise + packet + partial + packet + packet
-    decoder = StreamDecoder(generation)
+    decoder = Cms50StreamDecoder(generation)
     packets = decoder.feed(stream)
     assert len(packets) == 3 and all(p == packets[0] for p in packets)
     assert decoder.garbage_bytes == len(noise) + len(partial)
@@ -175,15 +177,15 @@ def test_stream_resyncs_and_counts_garbage(
     ("generation", "packet"), [(Generation.LEGACY, LEGACY), (Generation.V46, V46)]
 )
 def test_stream_keeps_partial_packets_across_reads(generation: Generation, packet: bytes) -> None:
-    decoder = StreamDecoder(generation)
+    decoder = Cms50StreamDecoder(generation)
     stream = packet * 3
     got = [p for i in range(len(stream)) for p in decoder.feed(stream[i : i + 1])]
-    assert got == StreamDecoder(generation).feed(stream)
+    assert got == Cms50StreamDecoder(generation).feed(stream)
     assert len(got) == 3 and decoder.garbage_bytes == 0
 
 
 def test_stream_counts_framed_but_undecodable_v46_packets() -> None:
-    decoder = StreamDecoder(Generation.V46)
+    decoder = Cms50StreamDecoder(Generation.V46)
     assert len(decoder.feed(V46 + _v46_with(1, 0xE5) + V46)) == 2
     assert (decoder.bad_packets, decoder.garbage_bytes, decoder.packets_in_sync) == (1, 0, 1)
 
@@ -194,7 +196,7 @@ def test_simulator_packets_decode_to_the_scenario(generation: Generation) -> Non
     sample = oximeter_at("hypoxia", 10.0)
     stream = b"".join(encode(sample, i / 60) for i in range(60))
     garbage = garbage_for(encode(sample, 0.0))
-    decoder = StreamDecoder(generation)
+    decoder = Cms50StreamDecoder(generation)
     packets = decoder.feed(stream + garbage + stream)
     assert len(packets) == 120 and decoder.garbage_bytes == len(garbage)
     for p in packets:
@@ -212,7 +214,7 @@ def test_simulated_probe_off_is_flagged_or_dropped() -> None:
     assert parse_cms50_v46_packet(v46_packet(sample, 0.3)) == []
 
 
-def test_decode_profiles_print_the_same_json_as_ble() -> None:
+def test_capture_decoders_print_the_same_json_as_ble() -> None:
     assert [m.as_json() for m in decode_cms50_legacy(LEGACY)] == [
         {"metric": "spo2", "value": 97, "unit": "%", "quality": []},
         {"metric": "pulse_rate", "value": 72, "unit": "/min", "quality": []},
@@ -220,7 +222,7 @@ def test_decode_profiles_print_the_same_json_as_ble() -> None:
     assert [m.value for m in decode_cms50_v46(V46)] == [97, 65]
 
 
-def test_decode_profiles_take_a_capture_that_starts_and_ends_mid_packet() -> None:
+def test_capture_decoders_take_a_capture_that_starts_and_ends_mid_packet() -> None:
     capture = V46[4:] + V46 + _v46_with(5, 0xC2) + V46[:5]
     assert [m.value for m in decode_cms50_v46(capture)] == [97, 65, 97, 66]
 
@@ -235,7 +237,7 @@ def test_decode_profiles_take_a_capture_that_starts_and_ends_mid_packet() -> Non
         (decode_cms50_v46, LEGACY * 3, "no complete CMS50 v46 packet in 15 bytes"),
     ],
 )
-def test_decode_profiles_reject_with_one_clear_line(
+def test_capture_decoders_reject_with_one_clear_line(
     decode: Callable[[bytes], list[Measurement]], data: bytes, why: str
 ) -> None:
     with pytest.raises(MalformedPacket, match=why) as err:

@@ -8,14 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.measurement import MalformedPacket, Measurement, Metric
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Metric
 from drivers.serial.contec import (
+    Cms50StreamDecoder,
     Generation,
-    StreamDecoder,
+    decode_cms50_legacy,
+    decode_cms50_v46,
     parse_cms50_legacy_packet,
     parse_cms50_v46_packet,
 )
-from drivers.serial.decode_profiles import decode_cms50_legacy, decode_cms50_v46
 from firmware_sim.cms50 import legacy_packet, v46_packet
 from firmware_sim.scenarios import OximeterSample
 
@@ -59,7 +61,7 @@ def test_parsers_return_plausible_values_or_malformed(
 def test_stream_decoder_accounts_for_every_byte(
     generation: Generation, chunks: list[bytes]
 ) -> None:
-    decoder = StreamDecoder(generation)
+    decoder = Cms50StreamDecoder(generation)
     packets = [p for chunk in chunks for p in decoder.feed(chunk)]
     assert all(_plausible(m) for p in packets for m in p)
     framed = decoder.packet_len * (decoder.packets + decoder.bad_packets)
@@ -74,7 +76,7 @@ def test_stream_decoder_accounts_for_every_byte(
 def test_stream_decoder_does_not_care_how_reads_are_split(
     generation: Generation, chunks: list[bytes]
 ) -> None:
-    split, whole = StreamDecoder(generation), StreamDecoder(generation)
+    split, whole = Cms50StreamDecoder(generation), Cms50StreamDecoder(generation)
     assert [p for c in chunks for p in split.feed(c)] == whole.feed(b"".join(chunks))
     assert split.garbage_bytes == whole.garbage_bytes
 
@@ -87,7 +89,7 @@ def test_real_packets_after_any_noise_are_all_found(
 ) -> None:
     """A packet's first byte can never sit inside a false frame, so noise costs nothing."""
     packet = ENCODERS[generation](sample, 0.25)
-    packets = StreamDecoder(generation).feed(noise + packet * count)
+    packets = Cms50StreamDecoder(generation).feed(noise + packet * count)
     assert packets[-count:] == [packets[-1]] * count
     assert {m.metric: m.value for m in packets[-1]} == {
         Metric.SPO2: sample.spo2,

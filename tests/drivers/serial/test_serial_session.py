@@ -1,5 +1,5 @@
-"""SerialOximeterSession through real pseudo-terminals, opened with pyserial, against
-the simulated CMS50 (firmware_sim.cms50)."""
+"""SerialSession running the CMS50 protocol through real pseudo-terminals, opened with
+pyserial, against the simulated CMS50 (firmware_sim.cms50)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ import serial
 
 from drivers.listener import LinkState
 from drivers.measurement import Measurement, Metric
-from drivers.serial.contec import V46_START, Generation, StreamDecoder
-from drivers.serial.session import SerialOximeterSession, classify_open_error
+from drivers.serial.cms50 import Cms50Protocol
+from drivers.serial.contec import V46_START, Cms50StreamDecoder, Generation
+from drivers.serial.port import classify_open_error
+from drivers.serial.session import SerialSession
 from firmware_sim.cms50 import Cms50Simulator
 from tests.drivers.recording_listener import WAIT_S, RecordingListener
 
@@ -32,18 +34,13 @@ REPO = Path(__file__).resolve().parents[3]
 
 @asynccontextmanager
 async def running(
-    port: str, **options: Any
-) -> AsyncIterator[tuple[SerialOximeterSession, RecordingListener]]:
+    port: str, generation: Generation | None = None, stall_timeout_s: float = 1.5
+) -> AsyncIterator[tuple[SerialSession[Cms50Protocol], RecordingListener]]:
     recorder = RecordingListener()
-    settings: dict[str, Any] = {
-        "detect_timeout_s": 1.0,
-        "stall_timeout_s": 1.5,
-        "keepalive_interval_s": 0.5,
-        "retry_initial_s": 0.1,
-        "retry_max_s": 0.5,
-        **options,
-    }
-    session = SerialOximeterSession(port, recorder, **settings)
+    protocol = Cms50Protocol(generation, stall_timeout_s=stall_timeout_s, keepalive_interval_s=0.5)
+    session = SerialSession(
+        port, protocol, recorder, detect_timeout_s=1.0, retry_initial_s=0.1, retry_max_s=0.5
+    )
     await session.start()
     try:
         yield session, recorder
@@ -82,7 +79,7 @@ async def test_one_reading_per_second_with_the_scenario_values(
     with simulator(generation, tmp_path, keepalive_timeout_s=1.5) as sim:
         async with running(sim.path) as (session, rec):
             assert_normal(await rec.wait_new("measurements", 3))
-            assert session.generation is generation
+            assert session.protocol.generation is generation
             assert rec.states() == [LinkState.CONNECTING, LinkState.CONNECTED]
             assert rec.of("info")[0]["manufacturer"] == "Contec" and len(rec.of("signal")) >= 3
             assert (session.garbage_bytes, session.reopens) == (0, 0)
@@ -99,7 +96,7 @@ async def test_the_wrong_generation_is_detected_and_corrected(
     with simulator(device, tmp_path) as sim:
         async with running(sim.path, generation=remembered) as (session, rec):
             assert_normal(await rec.wait_new("measurements", 2))
-            assert session.generation is device
+            assert session.protocol.generation is device
             assert rec.of("state")[1] == (LinkState.CONNECTED, f"{sim.path}: CMS50 {device.value}")
 
 
@@ -175,7 +172,7 @@ async def test_random_bytes_never_end_the_session(tmp_path: Path) -> None:
         async with running(os.ttyname(slave)) as (session, rec):
             await rec.wait_for(lambda: session.garbage_bytes > 500, "garbage to be counted")
             assert rec.last_state() is LinkState.CONNECTED
-            assert session.generation is Generation.LEGACY
+            assert session.protocol.generation is Generation.LEGACY
     finally:
         stop.set()
         writer.join()
@@ -260,7 +257,7 @@ def test_the_simulator_command_prints_the_port_and_plays_a_v46_device(tmp_path: 
         assert proc.stdout.readline().strip() == str(link)
         with serial.Serial(str(link), 115200, timeout=0.2) as port:
             port.write(V46_START)
-            decoder = StreamDecoder(Generation.V46)
+            decoder = Cms50StreamDecoder(Generation.V46)
             deadline = time.monotonic() + WAIT_S
             while decoder.packets < 30 and time.monotonic() < deadline:
                 decoder.feed(port.read(512))

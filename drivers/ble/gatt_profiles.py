@@ -8,7 +8,7 @@ A characteristic is one of:
   a fresh stateful decoder per connection and reduced to one reading per second;
 - device information: read once and reported with the device's identity.
 
-Adding a device family is adding a `GattProfile` to `PROFILES`.
+A device kind names its profile in `drivers/kinds.py`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from drivers.ble.hts import (
 )
 from drivers.ble.pc60fw import Pc60fwStreamDecoder
 from drivers.ble.plx import parse_plx_continuous, parse_plx_features, parse_plx_spot_check
-from drivers.ble.stream import StreamDecoder
-from drivers.measurement import MalformedPacket, Measurement, Site
+from drivers.errors import MalformedPacket
+from drivers.measurement import Measurement, Site
+from drivers.packet_stream import StreamDecoder
 
 T = TypeVar("T")
 
@@ -73,6 +74,11 @@ class MeasurementStream(Generic[T]):
     @property
     def last_error(self) -> MalformedPacket | None:
         return self._decoder.last_error
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back waiting for the rest of a packet."""
+        return self._decoder.pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +156,3 @@ PC60FW = GattProfile(
     service_uuid=uuids.NORDIC_UART_SERVICE,
     streams={uuids.NORDIC_UART_NOTIFY: _pc60fw_stream},
 )
-
-PROFILES: dict[str, GattProfile] = {
-    p.name: p for p in (HEALTH_THERMOMETER, PULSE_OXIMETER, BERRYMED, PC60FW)
-}

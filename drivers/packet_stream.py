@@ -1,18 +1,18 @@
-"""Shared machinery for byte-stream oximeters whose notifications do not align with
-their packets: buffering across notifications, resynchronisation, and counters."""
+"""Shared machinery for byte streams whose reads (BLE notifications, serial reads) do
+not align with their packets: buffering across reads, resynchronisation, and counters."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from typing import Generic, TypeVar
 
-from drivers.measurement import MalformedPacket
+from drivers.errors import MalformedPacket
 
 T = TypeVar("T")
 
 
 class StreamDecoder(ABC, Generic[T]):
-    """Feed notifications in order; get back one decoded item per complete packet.
+    """Feed reads in order; get back one decoded item per complete packet.
 
     Never raises on device bytes. `garbage_bytes` counts bytes discarded while looking
     for a packet start; `bad_packets` counts well-framed packets that failed their check
@@ -36,8 +36,7 @@ class StreamDecoder(ABC, Generic[T]):
         while True:
             drop, size = self._split(bytes(self._buffer))
             if drop:
-                del self._buffer[:drop]
-                self.garbage_bytes += drop
+                self._discard(drop)
                 continue
             if not size or size > len(self._buffer):
                 return out
@@ -48,7 +47,13 @@ class StreamDecoder(ABC, Generic[T]):
             except MalformedPacket as err:
                 self._reject(err)
 
+    def _discard(self, count: int) -> None:
+        """The first `count` buffered bytes are garbage."""
+        del self._buffer[:count]
+        self.garbage_bytes += count
+
     def _reject(self, error: MalformedPacket) -> None:
+        """A framed packet failed its check."""
         self.bad_packets += 1
         self.last_error = error
 
