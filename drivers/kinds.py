@@ -35,7 +35,7 @@ from drivers.ble.gatt_profiles import (
 from drivers.ble.hts import parse_intermediate_temperature, parse_temperature_measurement
 from drivers.ble.mibeacon import MiBeaconDecoder, parse_mibeacon
 from drivers.ble.plx import parse_plx_continuous, parse_plx_spot_check
-from drivers.errors import MalformedPacket
+from drivers.errors import ChecksumMismatch, TruncatedPacket
 from drivers.measurement import Measurement
 from drivers.serial.cms50 import Cms50Protocol
 from drivers.serial.contec import decode_cms50_legacy, decode_cms50_v46
@@ -184,7 +184,7 @@ def _stream(profile: GattProfile) -> DecodeFunction:
             return [m for packet in packets for m in packet]
         if stream.last_error is not None:
             raise stream.last_error
-        raise MalformedPacket(
+        raise (ChecksumMismatch if stream.garbage_bytes else TruncatedPacket)(
             f"no complete packet in {len(data)} bytes ({stream.garbage_bytes} garbage, "
             f"{stream.pending} waiting for the rest of a packet)"
         )

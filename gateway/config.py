@@ -1,57 +1,175 @@
-"""The configuration file (TOML) read into typed objects.
+"""The configuration file (TOML) read into typed, validated, frozen sections (pydantic).
 
-Unknown keys are errors, so a typo never silently falls back to a default. Every error
-names the key and what is wrong, on one line (`bedside-gateway check-config`).
+Every default and bound is written once, on its field. Unknown keys are errors, so a
+typo never silently falls back to a default. Every error names the key and what is
+wrong, on one line (`bedside-gateway check-config`): pydantic's errors become that line
+here. The `[rules]` tables are declared beside their rules (`gateway/rules/registry.py`);
+what each device kind takes comes from the registry of kinds (`drivers/kinds.py`).
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from drivers.measurement import Site
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
-GATT_KINDS = ("hts", "plx", "berrymed", "pc60fw")  # connected Bluetooth devices
-ADVERT_KINDS = ("bthome", "mibeacon")  # Bluetooth sensors that only advertise
-BLE_KINDS = (*GATT_KINDS, *ADVERT_KINDS)
-DEVICE_KINDS = (*BLE_KINDS, "cms50")
+from drivers.kinds import KINDS, DeviceKind, KeyUse, Transport
+from drivers.measurement import Site
+from gateway.config_table import ConfigTable
+from gateway.rules.registry import RulesSection
+
 _ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOPIC_PART = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_AES_KEY = re.compile(r"^[0-9A-Fa-f]{32}$")
 
 
 class ConfigError(ValueError):
     """One line: the key and what is wrong with it."""
 
 
-@dataclass(frozen=True)
-class GatewaySection:
-    id: str
-    township: str
-    data_dir: Path
+class _Invalid(ValueError):
+    """A check over a whole table that blames one entry of it (`at`, below the table)."""
+
+    def __init__(self, message: str, *at: int | str) -> None:
+        super().__init__(message)
+        self.at = at
 
 
-@dataclass(frozen=True)
-class MqttSection:
+# --- value types -----------------------------------------------------------------------
+
+
+def _not_empty(value: Any) -> Any:
+    if value == "":
+        raise ValueError("must not be empty")
+    return value
+
+
+def _unset_if_empty(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _given(info: ValidationInfo, name: str) -> Any:
+    """What `parse_config` hands the validators: `base_dir` and `source`."""
+    if info.context is None:
+        raise TypeError("a configuration is validated by parse_config only")
+    return info.context[name]
+
+
+def _in_config_folder(path: Path, info: ValidationInfo) -> Path:
+    """Relative paths are relative to the configuration file's folder."""
+    return path if path.is_absolute() else _given(info, "base_dir") / path
+
+
+def _readable(path: Path) -> Path:
+    """Secrets and certificates must be readable by the service's own user: check now,
+    so `check-config` (run by systemd before start) says so instead of a dead uplink."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return path
+
+
+def _code(value: str) -> str:
+    if not _CODE.fullmatch(value):
+        raise ValueError(f"{value!r} must be letters, digits, '-', '_' or '.'")
+    return value
+
+
+def _subject(value: str) -> str:
+    if not _CODE.fullmatch(value):
+        raise ValueError(
+            "must be a bed or pseudonymous code (letters, digits, - _ .), never a name"
+        )
+    return value
+
+
+_Path = Annotated[Path, Strict(False), AfterValidator(_in_config_folder)]
+_RequiredPath = Annotated[_Path, BeforeValidator(_not_empty)]
+_File = Annotated[_Path, AfterValidator(_readable)]
+#: A file the service reads: `""` is the same as leaving the key out.
+_ReadableFile = Annotated[_File | None, BeforeValidator(_unset_if_empty)]
+_Code = Annotated[str, BeforeValidator(_not_empty), AfterValidator(_code)]
+
+
+# --- sections --------------------------------------------------------------------------
+
+
+class GatewaySection(ConfigTable):
+    """`[gateway]` (required)."""
+
+    id: _Code
+    township: _Code
+    data_dir: _RequiredPath
+
+
+class MqttSection(ConfigTable):
+    """`[mqtt]`: the township broker."""
+
     url: str = "mqtt://127.0.0.1:1883"
-    protocol: str = "5"
+    protocol: Literal["5", "3.1.1"] = "5"
     topic_prefix: str = "vitals/v1"
     client_id: str = ""
     username: str = ""
-    password_file: Path | None = None
-    ca_file: Path | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    keepalive_s: int = 30
-    readings_per_message: int = 50
-    max_inflight: int = 20
-    status_interval_s: float = 30.0
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
+    password_file: _ReadableFile = None
+    ca_file: _ReadableFile = None
+    client_cert: _ReadableFile = None
+    client_key: _ReadableFile = None
+    #: MQTT carries the keep-alive as a 16-bit number of seconds.
+    keepalive_s: int = Field(default=30, ge=5, le=65535)
+    readings_per_message: int = Field(default=50, ge=1)
+    #: MQTT packet identifiers are 16-bit: no more can be in flight.
+    max_inflight: int = Field(default=20, ge=1, le=65535)
+    status_interval_s: float = Field(default=30.0, ge=1.0)
+    reconnect_min_s: float = Field(default=1.0, ge=0.01)
+    reconnect_max_s: float = Field(default=60.0, ge=0.01)
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"{url!r} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port, and on one above 65535
+        except ValueError:
+            raise ValueError(f"bad port in {url!r}") from None
+        if parts.username or parts.password:
+            raise ValueError("put credentials in mqtt.username and mqtt.password_file")
+        return url
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_levels(cls, prefix: str) -> str:
+        if not _TOPIC_PART.fullmatch(prefix):
+            raise ValueError(f"{prefix!r} must be topic levels without + or #")
+        return prefix
+
+    @field_validator("password_file")
+    @classmethod
+    def _with_a_username(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is not None and info.data.get("username") == "":
+            raise ValueError("set mqtt.username too")
+        return path
 
     @property
     def host(self) -> str:
@@ -67,31 +185,51 @@ class MqttSection:
         return urlsplit(self.url).scheme == "mqtts"
 
 
-@dataclass(frozen=True)
-class StoreSection:
-    path: Path
-    max_mb: float = 512.0
-    batch_max: int = 500
-    batch_wait_ms: float = 20.0
+class StoreSection(ConfigTable):
+    """`[store]`: the SQLite file and how readings are committed to it."""
+
+    #: Default `<gateway.data_dir>/gateway.sqlite3` (filled in by `Config`).
+    path: _Path
+    max_mb: float = Field(default=512.0, ge=1.0)
+    batch_max: int = Field(default=500, ge=1)
+    batch_wait_ms: float = Field(default=20.0, ge=0.0)
 
 
-@dataclass(frozen=True)
-class BluetoothSection:
+class BluetoothSection(ConfigTable):
+    """`[bluetooth]`: the adapter, shared by every Bluetooth device."""
+
     adapter: str = "bluez"
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
-    connect_timeout_s: float = 10.0
+    reconnect_min_s: float = Field(default=1.0, ge=0.01)
+    reconnect_max_s: float = Field(default=60.0, ge=0.01)
+    connect_timeout_s: float = Field(default=10.0, ge=0.1)
     #: Connections the adapter may hold at once (a Pi's controller manages 5-10).
-    max_connections: int = 5
+    max_connections: int = Field(default=5, ge=1)
     #: The adapter watchdog (drivers/ble/watchdog.py): after this long without hearing
     #: any Bluetooth device, restart scanning; as long again, power-cycle the adapter.
     watchdog_enabled: bool = True
-    watchdog_silence_s: float = 300.0
+    watchdog_silence_s: float = Field(default=300.0, ge=10.0)
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_stack(cls, adapter: str) -> str:
+        if not re.fullmatch(r"bluez(:hci\d+)?|bumble:.+", adapter):
+            raise ValueError(f"{adapter!r} is not 'bluez', 'bluez:hciN' or 'bumble:TRANSPORT'")
+        return adapter
 
 
-@dataclass(frozen=True)
-class WebSection:
+class WebSection(ConfigTable):
+    """`[web]`: the status page."""
+
     listen: str = "127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, listen: str) -> str:
+        if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", listen):
+            raise ValueError(f"{listen!r} is not HOST:PORT")
+        if int(listen.rsplit(":", 1)[1]) > 65535:
+            raise ValueError(f"port out of range in {listen!r}")
+        return listen
 
     @property
     def host(self) -> str:
@@ -102,72 +240,142 @@ class WebSection:
         return int(self.listen.rsplit(":", 1)[1])
 
 
-#: Fever lines per measurement site, degC, reading >= line raises. Defaults follow
-#: docs/protocols.md section 6: 37.3 axillary (the isolation documents), Western
-#: patient-education cut-offs elsewhere. Sites not listed never raise a fever alert.
-DEFAULT_FEVER_LINES: dict[str, float] = {
-    "axillary": 37.3,
-    "oral": 37.8,
-    "tympanic": 38.0,
-    "ear": 38.0,
-    "rectal": 38.0,
-    "forehead": 38.0,
-    "body": 37.3,
-}
+class DeviceConfig(ConfigTable):
+    """One `[[devices]]` table. Which keys a device takes follows from its kind's entry
+    in `drivers.kinds.KINDS`: its transport, whether it has a site, whether it takes a
+    key. Each check runs on its own key, after `kind` (fields validate in order)."""
 
-
-@dataclass(frozen=True)
-class FeverRule:
-    lines: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FEVER_LINES))
-    high_fever_c: float = 39.1
-
-
-@dataclass(frozen=True)
-class LowSpo2Rule:
-    raise_at_or_below: float = 93.0
-    persist_s: float = 15.0
-    clear_at_or_above: float = 95.0
-    clear_after_s: float = 60.0
-    critical_at_or_below: float = 88.0
-    max_gap_s: float = 5.0
-
-
-@dataclass(frozen=True)
-class RulesSection:
-    fever: FeverRule = field(default_factory=FeverRule)
-    low_spo2: LowSpo2Rule = field(default_factory=LowSpo2Rule)
-
-
-@dataclass(frozen=True)
-class DeviceConfig:
     kind: str
-    address: str
-    subject: str | None = None
-    site: Site | None = None
-    port: str | None = None
+    port: str | None = Field(default=None, validate_default=True)
+    #: A Bluetooth address (upper case), or a serial device's port.
+    address: str = Field(default=None, validate_default=True)
+    subject: Annotated[str, AfterValidator(_subject)] | None = None
+    site: Annotated[Site, Strict(False)] | None = None
     #: AES key of an encrypting advertiser (BTHome key, MiBeacon bindkey). A secret:
-    #: kept out of repr, logs and every message.
-    key: bytes | None = field(default=None, repr=False)
+    #: kept out of repr, logs, error messages and every message.
+    key: bytes | None = Field(default=None, repr=False, validate_default=True)
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"{kind!r} is not one of {', '.join(KINDS)}")
+        return kind
+
+    @field_validator("port")
+    @classmethod
+    def _serial_only(cls, port: str | None, info: ValidationInfo) -> str | None:
+        kind = _kind(info)
+        if kind is None:
+            return port
+        if kind.transport is not Transport.SERIAL:
+            if port is not None:
+                serial = _kinds_where(lambda k: k.transport is Transport.SERIAL)
+                raise ValueError(f"only {serial} devices have a serial port")
+            return None
+        if port is None:
+            raise ValueError("missing")
+        return _not_empty(port)
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _bluetooth_address(cls, address: Any, info: ValidationInfo) -> Any:
+        kind = _kind(info)
+        if kind is None:
+            return address
+        if kind.transport is Transport.SERIAL:
+            if address is not None:
+                raise ValueError(f"a {kind.name} is found by its port, not an address")
+            return info.data.get("port") or ""
+        if address is None:
+            raise ValueError("missing")
+        if isinstance(address, str):
+            address = address.upper()
+            if not _ADDRESS.fullmatch(address):
+                raise ValueError(f"{address!r} is not a Bluetooth address")
+        return address
+
+    @field_validator("site")
+    @classmethod
+    def _where_taken(cls, site: Site | None, info: ValidationInfo) -> Site | None:
+        kind = _kind(info)
+        if site is not None and kind is not None and not kind.has_site:
+            raise ValueError(f"only {_kinds_where(lambda k: k.has_site)} devices have a site")
+        return site
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _aes_key(cls, key: Any, info: ValidationInfo) -> bytes | None:
+        """32 hex digits: required for a kind that always encrypts; optional for one that
+        may (absent: it sends in the clear; present: clear packets are refused)."""
+        kind = _kind(info)
+        if kind is None:
+            return None
+        if key is None:
+            if kind.key is KeyUse.REQUIRED:
+                raise ValueError(f"a {kind.name} needs its 32-hex-digit key")
+            return None
+        if kind.key is KeyUse.NONE:
+            keyed = _kinds_where(lambda k: k.key is not KeyUse.NONE)
+            raise ValueError(f"only {keyed} devices have a key")
+        if not (isinstance(key, str) and _AES_KEY.fullmatch(key)):
+            raise ValueError("must be 32 hex digits (a 16-byte AES key)")
+        return bytes.fromhex(key)
 
     @property
     def device_id(self) -> str:
         """Stable across restarts: derived from kind and address only."""
-        if self.kind == "cms50":
-            name = self.address.rstrip("/").rsplit("/", 1)[-1]  # by-id names are unique
-            return f"cms50-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}"
-        return f"{self.kind}-{self.address.replace(':', '').lower()}"
+        return KINDS[self.kind].device_id(self.address)
 
 
-@dataclass(frozen=True)
-class Config:
+def _kind(info: ValidationInfo) -> DeviceKind | None:
+    """The device's kind, None when `kind` itself was wrong (that error comes first)."""
+    return KINDS.get(info.data.get("kind", ""))
+
+
+def _kinds_where(test: Callable[[DeviceKind], bool]) -> str:
+    names = [kind.name for kind in KINDS.values() if test(kind)]
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+class Config(ConfigTable):
+    """The whole file. `source` is the file it was read from (None: not from a file)."""
+
     gateway: GatewaySection
-    mqtt: MqttSection
-    store: StoreSection
-    bluetooth: BluetoothSection
-    web: WebSection
-    rules: RulesSection
-    devices: tuple[DeviceConfig, ...]
-    source: Path | None = None
+    mqtt: MqttSection = Field(default_factory=MqttSection)
+    store: StoreSection = Field(default_factory=dict, validate_default=True)
+    bluetooth: BluetoothSection = Field(default_factory=BluetoothSection)
+    web: WebSection = Field(default_factory=WebSection)
+    rules: RulesSection = Field(default_factory=RulesSection)
+    devices: tuple[DeviceConfig, ...] = Field(default=(), strict=False)  # TOML gives a list
+    _source: Path | None = PrivateAttr(None)
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_in_data_dir(cls, store: Any, info: ValidationInfo) -> Any:
+        gateway = info.data.get("gateway")
+        if isinstance(store, dict) and store.get("path", "") == "" and gateway is not None:
+            return {**store, "path": gateway.data_dir / "gateway.sqlite3"}
+        return store
+
+    @field_validator("devices")
+    @classmethod
+    def _each_once(cls, devices: tuple[DeviceConfig, ...]) -> tuple[DeviceConfig, ...]:
+        seen: set[str] = set()
+        for index, device in enumerate(devices):
+            if device.device_id in seen:
+                raise _Invalid("the same device is configured twice", index)
+            seen.add(device.device_id)
+        return devices
+
+    @model_validator(mode="after")
+    def _read_from(self, info: ValidationInfo) -> Config:
+        self._source = _given(info, "source")
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
 
     @property
     def topic_root(self) -> str:
@@ -175,6 +383,9 @@ class Config:
 
     def device(self, device_id: str) -> DeviceConfig | None:
         return next((d for d in self.devices if d.device_id == device_id), None)
+
+
+# --- reading and reporting -------------------------------------------------------------
 
 
 def load_config(path: str | Path) -> Config:
@@ -193,268 +404,75 @@ def load_config(path: str | Path) -> Config:
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
-    _only(raw, "", {"gateway", "mqtt", "store", "bluetooth", "web", "rules", "devices"})
-    gw = _table(raw, "gateway", required=True)
-    _only(gw, "gateway", {"id", "township", "data_dir"})
-    gateway = GatewaySection(
-        id=_code(gw, "gateway.id", required=True),
-        township=_code(gw, "gateway.township", required=True),
-        data_dir=_path(gw, "gateway.data_dir", base_dir, required=True) or base_dir,
-    )
-    mqtt = _mqtt(_table(raw, "mqtt"), base_dir)
-    st = _table(raw, "store")
-    _only(st, "store", {"path", "max_mb", "batch_max", "batch_wait_ms"})
-    store = StoreSection(
-        path=_path(st, "store.path", base_dir) or gateway.data_dir / "gateway.sqlite3",
-        max_mb=_number(st, "store.max_mb", 512.0, minimum=1.0),
-        batch_max=int(_number(st, "store.batch_max", 500, minimum=1, integer=True)),
-        batch_wait_ms=_number(st, "store.batch_wait_ms", 20.0, minimum=0.0),
-    )
-    bt = _table(raw, "bluetooth")
-    _only(bt, "bluetooth", set(BluetoothSection.__dataclass_fields__))
-    adapter = _string(bt, "bluetooth.adapter", "bluez")
-    if not (re.fullmatch(r"bluez(:hci\d+)?", adapter) or re.fullmatch(r"bumble:.+", adapter)):
-        raise ConfigError(
-            f"bluetooth.adapter: {adapter!r} is not 'bluez', 'bluez:hciN' or 'bumble:TRANSPORT'"
-        )
-    bluetooth = BluetoothSection(
-        adapter=adapter,
-        reconnect_min_s=_number(bt, "bluetooth.reconnect_min_s", 1.0, minimum=0.01),
-        reconnect_max_s=_number(bt, "bluetooth.reconnect_max_s", 60.0, minimum=0.01),
-        connect_timeout_s=_number(bt, "bluetooth.connect_timeout_s", 10.0, minimum=0.1),
-        max_connections=int(_number(bt, "bluetooth.max_connections", 5, minimum=1, integer=True)),
-        watchdog_enabled=_bool(bt, "bluetooth.watchdog_enabled", True),
-        watchdog_silence_s=_number(bt, "bluetooth.watchdog_silence_s", 300.0, minimum=10.0),
-    )
-    wb = _table(raw, "web")
-    _only(wb, "web", {"listen"})
-    listen = _string(wb, "web.listen", "127.0.0.1:8080")
-    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", listen):
-        raise ConfigError(f"web.listen: {listen!r} is not HOST:PORT")
-    if not 0 <= int(listen.rsplit(":", 1)[1]) <= 65535:
-        raise ConfigError(f"web.listen: port out of range in {listen!r}")
-    rules = _rules(_table(raw, "rules"))
-    devices = _devices(raw.get("devices", []))
-    return Config(gateway, mqtt, store, bluetooth, WebSection(listen), rules, devices, source)
-
-
-def _mqtt(mq: dict[str, Any], base_dir: Path) -> MqttSection:
-    names = set(MqttSection.__dataclass_fields__)
-    _only(mq, "mqtt", names)
-    url = _string(mq, "mqtt.url", MqttSection.url)
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ConfigError(f"mqtt.url: {url!r} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    """Relative paths in `raw` are taken relative to `base_dir`."""
+    context = {"base_dir": base_dir.absolute(), "source": source}
     try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ConfigError(f"mqtt.url: bad port in {url!r}") from None
-    if parts.username or parts.password:
-        raise ConfigError("mqtt.url: put credentials in mqtt.username and mqtt.password_file")
-    protocol = _string(mq, "mqtt.protocol", "5")
-    if protocol not in ("5", "3.1.1"):
-        raise ConfigError(f"mqtt.protocol: {protocol!r} is not '5' or '3.1.1'")
-    prefix = _string(mq, "mqtt.topic_prefix", MqttSection.topic_prefix)
-    if not _TOPIC_PART.fullmatch(prefix):
-        raise ConfigError(f"mqtt.topic_prefix: {prefix!r} must be topic levels without + or #")
-    password_file = _readable(_path(mq, "mqtt.password_file", base_dir), "mqtt.password_file")
-    username = _string(mq, "mqtt.username", "")
-    if password_file and not username:
-        raise ConfigError("mqtt.password_file: set mqtt.username too")
-    return MqttSection(
-        url=url,
-        protocol=protocol,
-        topic_prefix=prefix,
-        client_id=_string(mq, "mqtt.client_id", ""),
-        username=username,
-        password_file=password_file,
-        ca_file=_readable(_path(mq, "mqtt.ca_file", base_dir), "mqtt.ca_file"),
-        client_cert=_readable(_path(mq, "mqtt.client_cert", base_dir), "mqtt.client_cert"),
-        client_key=_readable(_path(mq, "mqtt.client_key", base_dir), "mqtt.client_key"),
-        keepalive_s=int(_number(mq, "mqtt.keepalive_s", 30, minimum=5, integer=True)),
-        readings_per_message=int(
-            _number(mq, "mqtt.readings_per_message", 50, minimum=1, integer=True)
-        ),
-        max_inflight=int(_number(mq, "mqtt.max_inflight", 20, minimum=1, integer=True)),
-        status_interval_s=_number(mq, "mqtt.status_interval_s", 30.0, minimum=1.0),
-        reconnect_min_s=_number(mq, "mqtt.reconnect_min_s", 1.0, minimum=0.01),
-        reconnect_max_s=_number(mq, "mqtt.reconnect_max_s", 60.0, minimum=0.01),
-    )
+        return Config.model_validate(raw, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc.errors())) from None
 
 
-def _rules(rl: dict[str, Any]) -> RulesSection:
-    _only(rl, "rules", {"fever", "low_spo2"})
-    fv = _table(rl, "fever", prefix="rules.")
-    _only(fv, "rules.fever", {"lines", "high_fever_c"})
-    lines_raw = _table(fv, "lines", prefix="rules.fever.")
-    lines = dict(DEFAULT_FEVER_LINES)
-    for site in lines_raw:
-        if site not in Site.__members__.values():
-            raise ConfigError(f"rules.fever.lines.{site}: unknown site; one of {_sites()}")
-        lines[site] = _number(lines_raw, f"rules.fever.lines.{site}", 0, minimum=34.0)
-    fever = FeverRule(lines, _number(fv, "rules.fever.high_fever_c", 39.1, minimum=34.0))
-    sp = _table(rl, "low_spo2", prefix="rules.")
-    names = set(LowSpo2Rule.__dataclass_fields__)
-    _only(sp, "rules.low_spo2", names)
-    defaults = LowSpo2Rule()
-    values = {
-        name: _number(sp, f"rules.low_spo2.{name}", getattr(defaults, name), minimum=0.0)
-        for name in names
-    }
-    low_spo2 = LowSpo2Rule(**values)
-    if low_spo2.clear_at_or_above <= low_spo2.raise_at_or_below:
-        raise ConfigError("rules.low_spo2.clear_at_or_above: must be above raise_at_or_below")
-    return RulesSection(fever, low_spo2)
+_REASONS = {
+    "string_type": "must be a string",
+    "int_type": "must be a whole number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number (not nan or inf)",
+    "bool_type": "must be true or false",
+    "path_type": "must be a string (a path)",
+    "model_type": "must be a table",
+    "dict_type": "must be a table",
+}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "above"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "below"),
+}
 
 
-def _devices(items: Any) -> tuple[DeviceConfig, ...]:
-    if not isinstance(items, list):
-        raise ConfigError("devices: must be an array of tables ([[devices]])")
-    out: list[DeviceConfig] = []
-    for index, item in enumerate(items):
-        key = f"devices[{index}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{key}: must be a table")
-        _only(item, key, {"kind", "address", "subject", "site", "port", "key"})
-        kind = _string(item, f"{key}.kind", "", required=True)
-        if kind not in DEVICE_KINDS:
-            raise ConfigError(f"{key}.kind: {kind!r} is not one of {', '.join(DEVICE_KINDS)}")
-        if kind == "cms50":
-            address = _string(item, f"{key}.port", "", required=True)
-            if "address" in item:
-                raise ConfigError(f"{key}.address: a cms50 is found by its port, not an address")
+def _one_line(errors: Sequence[ErrorDetails]) -> str:
+    """`<key path>: <what is wrong>` for the first error; an unknown key before anything
+    else, since a misspelt key also shows as the right one missing."""
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc, kind, ctx = error["loc"], error["type"], error.get("ctx", {})
+    if isinstance(ctx.get("error"), _Invalid):
+        loc = (*loc, *ctx["error"].at)
+    where = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}"
+        for part in loc
+        if part != "[key]"  # a bad key of a table (rules.fever.lines.<site>)
+    ).lstrip(".")
+    if kind == "value_error":
+        reason = str(ctx["error"])
+    elif kind == "missing":
+        reason = f"missing table [{where}]" if _is_table(_type_at(loc)) else "missing"
+    elif kind == "extra_forbidden":
+        table = _type_at(loc[:-1])
+        reason = f"unknown key (allowed: {', '.join(sorted(table.model_fields))})"
+    elif kind in ("enum", "literal_error"):
+        reason = f"{error['input']!r} is not {ctx['expected']}"
+    elif kind == "tuple_type":
+        reason = f"must be an array of tables ([[{where}]])"
+    elif kind in _BOUNDS:
+        bound, words = _BOUNDS[kind]
+        reason = f"must be {words} {ctx[bound]:g}"
+    else:
+        reason = _REASONS.get(kind, error["msg"])
+    return f"{where}: {reason}"
+
+
+def _type_at(loc: tuple[int | str, ...]) -> Any:
+    """The type validated at `loc`, from `Config` down: to name a table's keys."""
+    target: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            target = get_args(target)[0]  # tuple[X, ...]
+        elif _is_table(target) and part in target.model_fields:
+            target = target.model_fields[part].annotation
         else:
-            address = _string(item, f"{key}.address", "", required=True).upper()
-            if not _ADDRESS.fullmatch(address):
-                raise ConfigError(f"{key}.address: {address!r} is not a Bluetooth address")
-            if "port" in item:
-                raise ConfigError(f"{key}.port: only cms50 devices have a serial port")
-        subject = item.get("subject")
-        if subject is not None and not (isinstance(subject, str) and _CODE.fullmatch(subject)):
-            raise ConfigError(
-                f"{key}.subject: must be a bed or pseudonymous code (letters, digits, - _ .),"
-                " never a name"
-            )
-        site_name = item.get("site")
-        site: Site | None = None
-        if site_name is not None:
-            if kind != "hts":
-                raise ConfigError(f"{key}.site: only thermometers (kind hts) have a site")
-            if site_name not in Site.__members__.values():
-                raise ConfigError(f"{key}.site: {site_name!r} is not one of {_sites()}")
-            site = Site(site_name)
-        device = DeviceConfig(
-            kind,
-            address,
-            subject,
-            site,
-            address if kind == "cms50" else None,
-            _key(item, kind, key),
-        )
-        if any(d.device_id == device.device_id for d in out):
-            raise ConfigError(f"{key}: the same device is configured twice")
-        out.append(device)
-    return tuple(out)
+            return None
+    return target
 
 
-def _key(item: dict[str, Any], kind: str, where: str) -> bytes | None:
-    """32 hex digits; required for a MiBeacon (always encrypted), optional for BTHome
-    (absent: the sensor sends in the clear; present: clear packets are refused)."""
-    value = item.get("key")
-    if value is None:
-        if kind == "mibeacon":
-            raise ConfigError(f"{where}.key: a MiBeacon needs its 32-hex-digit bindkey")
-        return None
-    if kind not in ADVERT_KINDS:
-        raise ConfigError(f"{where}.key: only bthome and mibeacon devices have a key")
-    if not (isinstance(value, str) and re.fullmatch(r"[0-9A-Fa-f]{32}", value)):
-        raise ConfigError(f"{where}.key: must be 32 hex digits (a 16-byte AES key)")
-    return bytes.fromhex(value)
-
-
-def _sites() -> str:
-    return ", ".join(s.value for s in Site)
-
-
-def _only(table: dict[str, Any], where: str, allowed: set[str]) -> None:
-    for key in table:
-        if key not in allowed:
-            name = f"{where}.{key}" if where else key
-            raise ConfigError(f"{name}: unknown key (allowed: {', '.join(sorted(allowed))})")
-
-
-def _table(
-    raw: dict[str, Any], key: str, required: bool = False, prefix: str = ""
-) -> dict[str, Any]:
-    value = raw.get(key)
-    if value is None:
-        if required:
-            raise ConfigError(f"{prefix}{key}: missing table [{prefix}{key}]")
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{prefix}{key}: must be a table")
-    return value
-
-
-def _string(raw: dict[str, Any], key: str, default: str, required: bool = False) -> str:
-    name = key.rsplit(".", 1)[-1]
-    if name not in raw:
-        if required:
-            raise ConfigError(f"{key}: missing")
-        return default
-    value = raw[name]
-    if not isinstance(value, str):
-        raise ConfigError(f"{key}: must be a string")
-    if required and not value:
-        raise ConfigError(f"{key}: must not be empty")
-    return value
-
-
-def _code(raw: dict[str, Any], key: str, required: bool = False) -> str:
-    value = _string(raw, key, "", required)
-    if not _CODE.fullmatch(value):
-        raise ConfigError(f"{key}: {value!r} must be letters, digits, '-', '_' or '.'")
-    return value
-
-
-def _path(raw: dict[str, Any], key: str, base: Path, required: bool = False) -> Path | None:
-    value = _string(raw, key, "", required)
-    if not value:
-        return None
-    path = Path(value)
-    return path if path.is_absolute() else base / path
-
-
-def _readable(path: Path | None, key: str) -> Path | None:
-    """Secrets and certificates must be readable by the service's own user: check now,
-    so `check-config` (run by systemd before start) says so instead of a dead uplink."""
-    if path is not None:
-        try:
-            with path.open("rb"):
-                pass
-        except OSError as exc:
-            raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
-    return path
-
-
-def _bool(raw: dict[str, Any], key: str, default: bool) -> bool:
-    value = raw.get(key.rsplit(".", 1)[-1], default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: must be true or false")
-    return value
-
-
-def _number(
-    raw: dict[str, Any], key: str, default: float, minimum: float, integer: bool = False
-) -> float:
-    name = key.rsplit(".", 1)[-1]
-    if name not in raw:
-        return default
-    value = raw[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key}: must be a number")
-    if integer and not isinstance(value, int):
-        raise ConfigError(f"{key}: must be a whole number")
-    if value < minimum:
-        raise ConfigError(f"{key}: must be at least {minimum:g}")
-    return float(value)
+def _is_table(target: Any) -> bool:
+    return isinstance(target, type) and issubclass(target, BaseModel)

@@ -5,7 +5,8 @@ they report and a single flush task turns it into readings:
 
 1. assign each a sequence number (one writer: no gaps, no reuse),
 2. commit the batch to SQLite (one transaction: durable before anything else),
-3. run the rules over the batch and persist any alert changes,
+3. run the rules over the batch and persist any alert changes (and those of the
+   clock's ticks, `evaluate_clock`),
 4. wake the uplink.
 
 A burst of notifications never waits on the disk: it waits at most `batch_wait_ms`.
@@ -66,7 +67,8 @@ class Pipeline:
         self._next_seq = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        #: Alert changes whose commit failed: saved before anything newer.
+        #: Alert changes not saved yet (from readings or from the clock, or whose save
+        #: failed): the flush task saves them in order, before anything newer.
         self._unsaved_alerts: list[Alert] = []
         #: Totals since start (readings accepted, malformed packets, ...).
         self.counters: dict[str, int] = {}
@@ -158,27 +160,36 @@ class Pipeline:
             del self._pending[: len(batch)]
             self._count("readings_accepted", len(readings))
             self._on_committed()
-            alerts = self._rules.evaluate(readings)
-            if alerts:
-                self._unsaved_alerts.extend(alerts)
-                await self._save_alerts()
-                for alert in alerts:
-                    log.warning(
-                        "alert",
-                        extra={
-                            "alert": alert.id,
-                            "kind": alert.kind.value,
-                            "state": alert.state.value,
-                            "severity": alert.severity.value,
-                            "subject": alert.subject,
-                        },
-                    )
-                self._on_alerts(alerts)
+            self._unsaved_alerts.extend(self._rules.evaluate(readings))
+            await self._save_alerts()
+
+    def evaluate_clock(self, now: datetime) -> None:
+        """Run the rules on the clock reaching `now`; their alert changes are saved, logged
+        and announced by the flush task, as the changes readings cause are."""
+        alerts = self._rules.evaluate_tick(now)
+        if alerts:
+            self._unsaved_alerts.extend(alerts)
+            self._wake.set()
 
     async def _save_alerts(self) -> None:
-        if self._unsaved_alerts:
-            await self._store.call(self._store.store.save_alert_events, self._unsaved_alerts)
-            self._unsaved_alerts = []
+        """Save the alert changes waiting (one transaction), then log and announce them."""
+        alerts = list(self._unsaved_alerts)
+        if not alerts:
+            return
+        await self._store.call(self._store.store.save_alert_events, alerts)
+        del self._unsaved_alerts[: len(alerts)]  # a tick may have added more meanwhile
+        for alert in alerts:
+            log.warning(
+                "alert",
+                extra={
+                    "alert": alert.id,
+                    "kind": alert.kind.value,
+                    "state": alert.state.value,
+                    "severity": alert.severity.value,
+                    "subject": alert.subject,
+                },
+            )
+        self._on_alerts(alerts)
 
     def _reading(self, pending: _Pending, seq: int) -> Reading:
         return Reading(

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,14 +48,20 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class GatewayService:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, now: Callable[[], datetime] = _utc_now) -> None:
+        """`now` is the clock the rules tick on (a test gives its own)."""
         self.config = config
+        self._now = now
         self.started_at = datetime.now(UTC)
         self.store = StoreThread(config.store.path, int(config.store.max_mb * 1024 * 1024))
         self.devices = DeviceRegistry(config.devices, config.mqtt.status_interval_s)
         self.clock = ClockWatch()
-        self.rules = RuleEngine(config.rules)
+        self.rules = RuleEngine.configured(config.rules)
         self.uplink = Uplink(config, self.store, self._status_payload, self.devices.records)
         self.pipeline = Pipeline(
             config,
@@ -152,12 +158,14 @@ class GatewayService:
     # --- supervision -----------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        """Refresh health, persist device state, keep the store in bounds, and tell
-        systemd's watchdog the loop is alive (a stuck loop stops these pings)."""
+        """Tick the rules' clock, refresh health, persist device state, keep the store
+        in bounds, and tell systemd's watchdog the loop is alive (a stuck loop stops
+        these pings)."""
         loop = asyncio.get_running_loop()
         next_size_check = next_queue_stats = loop.time()
         while True:
             self.clock.refresh()
+            self.pipeline.evaluate_clock(self._now())
             if loop.time() >= next_queue_stats:
                 self._queue = await self.store.call(self.store.store.queue_stats)
                 next_queue_stats = loop.time() + _QUEUE_STATS_EVERY_S

@@ -14,7 +14,7 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 from bleak.exc import BleakError
 
-from drivers.ble.bumble_backend import BumbleRadio
+from drivers.ble.bumble import BumbleRadio
 
 if TYPE_CHECKING:
     from dbus_fast.aio import MessageBus

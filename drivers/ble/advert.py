@@ -8,7 +8,7 @@ import re
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from drivers.errors import MalformedPacket
+from drivers.errors import DecryptionFailed, ReplayedPacket
 from drivers.measurement import Measurement
 
 MIC_LENGTH = 4
@@ -37,7 +37,7 @@ def ccm_decrypt(what: str, key: bytes, nonce: bytes, sealed: bytes, aad: bytes |
     try:
         return AESCCM(check_key(key), tag_length=MIC_LENGTH).decrypt(nonce, sealed, aad)
     except InvalidTag:
-        raise MalformedPacket(
+        raise DecryptionFailed(
             f"{what}: decryption failed (MIC mismatch: wrong key or MAC, or tampered)"
         ) from None
 
@@ -60,7 +60,7 @@ class AdvertFilter:
         self._last_counter: int | None = None
 
     def accept(self, now: float, packet_id: int | None, counter: int | None) -> bool:
-        """True when the packet is new; False for a repeat. Raises MalformedPacket on replay.
+        """True when the packet is new; False for a repeat. Raises ReplayedPacket on replay.
         Call only for authentic packets (decrypted, or unencrypted by configuration)."""
         silent = self._last_heard is None or now - self._last_heard > self._reset_after_s
         self._last_heard = now
@@ -68,7 +68,7 @@ class AdvertFilter:
             if counter == self._last_counter:
                 return False
             if self._counter_restart <= counter < self._last_counter:
-                raise MalformedPacket(
+                raise ReplayedPacket(
                     f"encryption counter went back from {self._last_counter} to {counter}: "
                     "replayed packet rejected"
                 )

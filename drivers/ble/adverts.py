@@ -34,7 +34,7 @@ from bleak.exc import BleakError
 
 from drivers.ble.adapter import BleAdapter
 from drivers.ble.advert import AdvertDecoder, format_mac, parse_mac
-from drivers.errors import MalformedPacket
+from drivers.errors import RefusedPacket
 from drivers.kinds import KINDS, Transport, classify_advertisement, kinds_of
 from drivers.listener import LinkState, SessionListener
 
@@ -183,7 +183,7 @@ class AdvertListener:
             return
         try:
             measurements = bound.decoder.feed(raw, now)
-        except MalformedPacket as error:
+        except RefusedPacket as error:
             if raw != bound.last_rejected:
                 bound.last_rejected = raw
                 self._listener.on_refused(address, error, raw)

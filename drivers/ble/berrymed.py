@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.errors import MalformedPacket
+from drivers.errors import ChecksumMismatch, ImplausibleValue, length_mismatch
 from drivers.measurement import Measurement, Metric, Quality
 from drivers.packet_stream import StreamDecoder
 
@@ -33,9 +33,13 @@ class BciSample:
 
 def decode_bci_packet(packet: bytes) -> BciSample:
     if len(packet) != PACKET_LENGTH:
-        raise MalformedPacket(f"BCI: packet must be {PACKET_LENGTH} bytes, got {len(packet)}")
+        raise length_mismatch(
+            f"BCI: packet must be {PACKET_LENGTH} bytes, got {len(packet)}",
+            len(packet),
+            PACKET_LENGTH,
+        )
     if not packet[0] & SYNC or any(b & SYNC for b in packet[1:]):
-        raise MalformedPacket(
+        raise ChecksumMismatch(
             f"BCI: bad sync bits in {packet.hex(' ')} (byte 1 needs bit 7 set, bytes 2-5 clear)"
         )
     b1, b2, b3, b4, b5 = packet
@@ -50,7 +54,7 @@ def decode_bci_packet(packet: bytes) -> BciSample:
     spo2 = b5 & 0x7F
     pulse = ((b3 & 0x40) << 1) | (b4 & 0x7F)
     if 100 < spo2 < SPO2_INVALID:
-        raise MalformedPacket(f"BCI: implausible SpO2 {spo2} % in {packet.hex(' ')}")
+        raise ImplausibleValue(f"BCI: implausible SpO2 {spo2} % in {packet.hex(' ')}")
     flags = frozenset(quality)
     measurements = [
         Measurement(metric, float(value), flags)
@@ -67,11 +71,6 @@ def decode_bci_packet(packet: bytes) -> BciSample:
         signal_strength=signal,
         beep=bool(b1 & 0x40),
     )
-
-
-def parse_bci_packet(packet: bytes) -> list[Measurement]:
-    """One 5-byte packet -> SpO2 and pulse-rate samples (none when invalid)."""
-    return decode_bci_packet(packet).measurements
 
 
 class BciStreamDecoder(StreamDecoder[BciSample]):

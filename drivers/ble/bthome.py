@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from drivers.ble.advert import MIC_LENGTH, AdvertDecoder, ccm_decrypt, parse_mac
 from drivers.ble.battery import battery_measurement
-from drivers.errors import MalformedPacket
+from drivers.errors import DowngradedPacket, ImplausibleValue, MalformedPacket, TruncatedPacket
 from drivers.measurement import Measurement, Metric
 
 UUID16 = b"\xd2\xfc"  # 0xFCD2 as sent on air, part of the nonce
@@ -59,14 +59,14 @@ def parse_bthome(
     downgrade is how a spoofer would get in). Parsing stops at the first unknown
     object id, keeping what came before, as the format requires."""
     if not service_data:
-        raise MalformedPacket("BTHome: empty service data")
+        raise TruncatedPacket("BTHome: empty service data")
     info = service_data[0]
     if info >> 5 != 2:
-        raise MalformedPacket(f"BTHome: version {info >> 5} in device info 0x{info:02X}, not 2")
+        raise ImplausibleValue(f"BTHome: version {info >> 5} in device info 0x{info:02X}, not 2")
     body = service_data[1:]
     if info & MAC_INCLUDED:
         if len(body) < 6:
-            raise MalformedPacket(
+            raise TruncatedPacket(
                 f"BTHome: MAC missing (needs 6 bytes after info, got {len(body)})"
             )
         mac_bytes: bytes | None = body[5::-1]
@@ -78,7 +78,7 @@ def parse_bthome(
         if key is None or mac_bytes is None:
             raise MalformedPacket("BTHome: packet is encrypted; the device key and MAC are needed")
         if len(body) < COUNTER_LENGTH + MIC_LENGTH:
-            raise MalformedPacket(
+            raise TruncatedPacket(
                 f"BTHome: encrypted packet of {len(service_data)} bytes has no room for "
                 "counter and MIC"
             )
@@ -89,7 +89,7 @@ def parse_bthome(
         body = ccm_decrypt("BTHome", key, nonce, sealed, None)
         counter = int.from_bytes(counter_bytes, "little")
     elif key is not None:
-        raise MalformedPacket("BTHome: unencrypted packet from a device with a key: rejected")
+        raise DowngradedPacket("BTHome: unencrypted packet from a device with a key: rejected")
     measurements, packet_id = _parse_objects(body)
     return BthomePacket(
         measurements, packet_id, counter, bool(info & ENCRYPTED), bool(info & TRIGGER_BASED)
@@ -109,7 +109,7 @@ def _parse_objects(payload: bytes) -> tuple[list[Measurement], int | None]:
         else:
             break
         if start + size > len(payload):
-            raise MalformedPacket(
+            raise TruncatedPacket(
                 f"BTHome: object 0x{oid:02X} at byte {pos} truncated "
                 f"(payload is {len(payload)} bytes)"
             )
@@ -121,7 +121,7 @@ def _parse_objects(payload: bytes) -> tuple[list[Measurement], int | None]:
             measurements.append(battery_measurement(value[0], "BTHome"))
         elif oid in DOOR_OBJECTS:
             if value[0] > 1:
-                raise MalformedPacket(
+                raise ImplausibleValue(
                     f"BTHome: {DOOR_OBJECTS[oid]} state {value[0]} is not 0 (closed) or 1 (open)"
                 )
             measurements.append(Measurement(Metric.DOOR_OPEN, value[0] == 1))

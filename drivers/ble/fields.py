@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from drivers.ble.ieee11073 import decode_float, decode_sfloat
-from drivers.errors import MalformedPacket
+from drivers.errors import ImplausibleValue, MalformedPacket, TruncatedPacket, length_mismatch
 
 DATE_TIME_LENGTH = 7
 
@@ -18,18 +18,22 @@ def decode_date_time(data: bytes) -> datetime | None:
     """GATT Date Time -> naive device-local datetime; None when year, month or day is 0
     (the spec's "unknown")."""
     if len(data) != DATE_TIME_LENGTH:
-        raise MalformedPacket(f"Date Time needs {DATE_TIME_LENGTH} bytes, got {len(data)}")
+        raise length_mismatch(
+            f"Date Time needs {DATE_TIME_LENGTH} bytes, got {len(data)}",
+            len(data),
+            DATE_TIME_LENGTH,
+        )
     year = int.from_bytes(data[:2], "little")
     month, day, hour, minute, second = data[2:]
     if 0 in (year, month, day):
         return None
     text = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
     if year < 1582:
-        raise MalformedPacket(f"impossible Date Time {text}: year before 1582")
+        raise ImplausibleValue(f"impossible Date Time {text}: year before 1582")
     try:
         return datetime(year, month, day, hour, minute, second)
     except ValueError as err:
-        raise MalformedPacket(f"impossible Date Time {text}: {err}") from None
+        raise ImplausibleValue(f"impossible Date Time {text}: {err}") from None
 
 
 class FieldReader:
@@ -44,7 +48,7 @@ class FieldReader:
         end = self._pos + size
         if end > len(self._data):
             where = f"byte {self._pos}" if size == 1 else f"bytes {self._pos}-{end - 1}"
-            raise MalformedPacket(
+            raise TruncatedPacket(
                 f"{self.what}: {field} missing (needs {where}, packet is {len(self._data)} bytes)"
             )
         chunk = self._data[self._pos : end]
@@ -65,7 +69,7 @@ class FieldReader:
         try:
             return decode_date_time(raw)
         except MalformedPacket as err:
-            raise MalformedPacket(f"{self.what}: {field}: {err}") from None
+            raise type(err)(f"{self.what}: {field}: {err}") from None
 
     @property
     def remaining(self) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import IntFlag
 
 from drivers.ble.fields import FieldReader
-from drivers.errors import MalformedPacket
+from drivers.errors import ImplausibleValue, length_mismatch
 from drivers.measurement import Measurement, Metric, Quality, Site
 
 
@@ -52,19 +52,10 @@ def parse_intermediate_temperature(
 def parse_temperature_type(data: bytes) -> Site:
     """0x2A1D: the device-level measurement site."""
     if len(data) != 1:
-        raise MalformedPacket(
-            f"Temperature Type: needs exactly 1 byte, packet is {len(data)} bytes"
+        raise length_mismatch(
+            f"Temperature Type: needs exactly 1 byte, packet is {len(data)} bytes", len(data), 1
         )
     return _site(data[0], "Temperature Type")
-
-
-def parse_measurement_interval(data: bytes) -> int:
-    """0x2A21: seconds between periodic measurements; 0 means none."""
-    if len(data) != 2:
-        raise MalformedPacket(
-            f"Measurement Interval: needs exactly 2 bytes, packet is {len(data)} bytes"
-        )
-    return int.from_bytes(data, "little")
 
 
 def _parse_temperature(
@@ -85,7 +76,7 @@ def _parse_temperature(
         value = round((value - 32) * 5 / 9, 2)
     low, high = PLAUSIBLE_CELSIUS
     if not low <= value <= high:
-        raise MalformedPacket(
+        raise ImplausibleValue(
             f"{reader.what}: implausible body temperature {value} degC (outside {low:g}-{high:g})"
         )
     return [Measurement(Metric.BODY_TEMPERATURE, value, quality, site, measured_at)]
@@ -95,4 +86,4 @@ def _site(code: int, what: str) -> Site:
     try:
         return SITE_CODES[code]
     except KeyError:
-        raise MalformedPacket(f"{what}: reserved temperature type code {code}") from None
+        raise ImplausibleValue(f"{what}: reserved temperature type code {code}") from None

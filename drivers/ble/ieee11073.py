@@ -7,7 +7,7 @@ FLOAT NaN is 0x007FFFFF (as Wireshark); NXP's ieee11073.h wrongly says 0x07FFFFF
 
 from __future__ import annotations
 
-from drivers.errors import MalformedPacket
+from drivers.errors import length_mismatch
 
 SFLOAT_SPECIALS = frozenset({0x07FF, 0x0800, 0x07FE, 0x0802, 0x0801})
 FLOAT_SPECIALS = frozenset({0x007FFFFF, 0x00800000, 0x007FFFFE, 0x00800002, 0x00800001})
@@ -16,7 +16,7 @@ FLOAT_SPECIALS = frozenset({0x007FFFFF, 0x00800000, 0x007FFFFE, 0x00800002, 0x00
 def decode_sfloat(data: bytes) -> float | None:
     """Two little-endian bytes -> value, or None for a special value."""
     if len(data) != 2:
-        raise MalformedPacket(f"SFLOAT needs 2 bytes, got {len(data)}")
+        raise length_mismatch(f"SFLOAT needs 2 bytes, got {len(data)}", len(data), 2)
     raw = int.from_bytes(data, "little")
     if raw in SFLOAT_SPECIALS:
         return None
@@ -26,7 +26,7 @@ def decode_sfloat(data: bytes) -> float | None:
 def decode_float(data: bytes) -> float | None:
     """Four little-endian bytes -> value, or None for a special value."""
     if len(data) != 4:
-        raise MalformedPacket(f"FLOAT needs 4 bytes, got {len(data)}")
+        raise length_mismatch(f"FLOAT needs 4 bytes, got {len(data)}", len(data), 4)
     raw = int.from_bytes(data, "little")
     if raw in FLOAT_SPECIALS:
         return None

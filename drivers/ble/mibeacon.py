@@ -20,7 +20,13 @@ from drivers.ble.advert import (
 )
 from drivers.ble.battery import battery_measurement
 from drivers.ble.fields import FieldReader
-from drivers.errors import MalformedPacket
+from drivers.errors import (
+    DowngradedPacket,
+    ImplausibleValue,
+    MalformedPacket,
+    SecurityRejection,
+    TruncatedPacket,
+)
 from drivers.measurement import Measurement, Metric
 
 #: Product id of the MCCGQ02HL door sensor, to recognise it in a scan.
@@ -62,16 +68,16 @@ def parse_mibeacon(
     control = reader.uint(2, "Frame Control")
     version = control >> 12
     if control & FC_MESH:
-        raise MalformedPacket(f"MiBeacon: frame control 0x{control:04X}: mesh frames unsupported")
+        raise ImplausibleValue(f"MiBeacon: frame control 0x{control:04X}: mesh frames unsupported")
     if version < 2:
-        raise MalformedPacket(f"MiBeacon: frame control 0x{control:04X}: v{version} unsupported")
+        raise ImplausibleValue(f"MiBeacon: frame control 0x{control:04X}: v{version} unsupported")
     product_id = reader.uint(2, "Product ID")
     frame_counter = reader.uint(1, "Frame Counter")
     mac_bytes = parse_mac(mac) if mac is not None else None
     if control & FC_MAC:
         framed = reader.take(6, "MAC")[::-1]
         if mac_bytes is not None and framed != mac_bytes:
-            raise MalformedPacket(
+            raise SecurityRejection(
                 f"MiBeacon: frame is from {format_mac(framed)}, expected {format_mac(mac_bytes)}"
             )
         mac_bytes = framed
@@ -83,12 +89,12 @@ def parse_mibeacon(
         payload = b""
     elif control & FC_ENCRYPTED:
         if version < 4:
-            raise MalformedPacket(f"MiBeacon: legacy v{version} encryption unsupported")
+            raise ImplausibleValue(f"MiBeacon: legacy v{version} encryption unsupported")
         if key is None or mac_bytes is None:
             raise MalformedPacket("MiBeacon: packet is encrypted; the bindkey and MAC are needed")
         tail = EXT_COUNTER_LENGTH + MIC_LENGTH
         if len(payload) <= tail:
-            raise MalformedPacket(
+            raise TruncatedPacket(
                 f"MiBeacon: encrypted payload of {len(payload)} bytes has no room for "
                 "objects, counter and MIC"
             )
@@ -97,7 +103,7 @@ def parse_mibeacon(
         payload = ccm_decrypt("MiBeacon", key, nonce, payload[:-tail] + payload[-MIC_LENGTH:], AAD)
         counter = int.from_bytes(bytes([frame_counter]) + ext_counter, "little")
     elif key is not None:
-        raise MalformedPacket("MiBeacon: unencrypted objects from a device with a key: rejected")
+        raise DowngradedPacket("MiBeacon: unencrypted objects from a device with a key: rejected")
     measurements, left_open = _parse_objects(payload)
     return MiBeaconPacket(
         measurements,
@@ -118,10 +124,10 @@ def _parse_objects(payload: bytes) -> tuple[list[Measurement], bool]:
         oid = reader.uint(2, "object id")
         value = reader.take(reader.uint(1, f"object 0x{oid:04X} length"), f"object 0x{oid:04X}")
         if oid in (OBJ_DOOR, OBJ_BATTERY) and len(value) != 1:
-            raise MalformedPacket(f"MiBeacon: object 0x{oid:04X} has {len(value)} bytes, not 1")
+            raise ImplausibleValue(f"MiBeacon: object 0x{oid:04X} has {len(value)} bytes, not 1")
         if oid == OBJ_DOOR:
             if value[0] > DOOR_RESET:
-                raise MalformedPacket(f"MiBeacon: door state {value[0]} is not 0-3")
+                raise ImplausibleValue(f"MiBeacon: door state {value[0]} is not 0-3")
             left_open = value[0] == DOOR_LEFT_OPEN
             if value[0] != DOOR_RESET:
                 measurements.append(Measurement(Metric.DOOR_OPEN, value[0] != DOOR_CLOSED))

@@ -11,7 +11,7 @@ Sentinels give no value: SpO2 0/127/255, PR 0/255/65535, PI 0/255.
 from __future__ import annotations
 
 from drivers.ble.battery import battery_measurement
-from drivers.errors import MalformedPacket
+from drivers.errors import ChecksumMismatch, ImplausibleValue, TruncatedPacket, length_mismatch
 from drivers.measurement import Measurement, Metric
 from drivers.packet_stream import StreamDecoder
 
@@ -45,34 +45,38 @@ def parse_pc60fw_frame(frame: bytes) -> list[Measurement]:
     """One whole frame (sync to CRC) -> readings; [] for pleth and unknown payload types."""
     shown = frame[:16].hex(" ") + (" ..." if len(frame) > 16 else "")
     if len(frame) < HEADER_LENGTH + 2:
-        raise MalformedPacket(f"PC-60FW: frame of {len(frame)} bytes is too short: {shown}")
+        raise TruncatedPacket(f"PC-60FW: frame of {len(frame)} bytes is too short: {shown}")
     if frame[:2] != SYNC or frame[2] not in DIRECTIONS:
-        raise MalformedPacket(f"PC-60FW: frame does not start AA 55 0F/F0: {shown}")
+        raise ChecksumMismatch(f"PC-60FW: frame does not start AA 55 0F/F0: {shown}")
     if len(frame) != HEADER_LENGTH + frame[3]:
-        raise MalformedPacket(
-            f"PC-60FW: length byte says {HEADER_LENGTH + frame[3]} bytes, frame is {len(frame)}"
+        raise length_mismatch(
+            f"PC-60FW: length byte says {HEADER_LENGTH + frame[3]} bytes, frame is {len(frame)}",
+            len(frame),
+            HEADER_LENGTH + frame[3],
         )
     if crc8_maxim(frame):
-        raise MalformedPacket(f"PC-60FW: CRC mismatch: {shown}")
+        raise ChecksumMismatch(f"PC-60FW: CRC mismatch: {shown}")
     payload = frame[HEADER_LENGTH:-1]
     kind = payload[0]
     if kind == TYPE_READINGS:
         if len(payload) < 5:
-            raise MalformedPacket(f"PC-60FW: readings payload of {len(payload)} bytes, needs 5")
+            raise TruncatedPacket(f"PC-60FW: readings payload of {len(payload)} bytes, needs 5")
         return _readings(payload[1], int.from_bytes(payload[2:4], "little"), payload[4])
     if kind == TYPE_BATTERY:
-        level = payload[1] if len(payload) == 2 else None
-        if level is None or level > 3:
-            raise MalformedPacket(f"PC-60FW: battery payload {payload.hex(' ')} is not 03 00-03")
-        return [battery_measurement(battery_percent(level), "PC-60FW")]
+        not_battery = f"PC-60FW: battery payload {payload.hex(' ')} is not 03 00-03"
+        if len(payload) != 2:
+            raise length_mismatch(not_battery, len(payload), 2)
+        if payload[1] > 3:
+            raise ImplausibleValue(not_battery)
+        return [battery_measurement(battery_percent(payload[1]), "PC-60FW")]
     return []
 
 
 def _readings(spo2: int, pulse: int, pi: int) -> list[Measurement]:
     if spo2 not in SPO2_SENTINELS and spo2 > 100:
-        raise MalformedPacket(f"PC-60FW: implausible SpO2 {spo2} % (outside 0-100)")
+        raise ImplausibleValue(f"PC-60FW: implausible SpO2 {spo2} % (outside 0-100)")
     if pulse not in PR_SENTINELS and pulse > 300:
-        raise MalformedPacket(f"PC-60FW: implausible pulse rate {pulse} /min (outside 0-300)")
+        raise ImplausibleValue(f"PC-60FW: implausible pulse rate {pulse} /min (outside 0-300)")
     out = []
     if spo2 not in SPO2_SENTINELS:
         out.append(Measurement(Metric.SPO2, float(spo2)))
@@ -99,7 +103,7 @@ class Pc60fwStreamDecoder(StreamDecoder[list[Measurement]]):
             return 1, 0
         size = HEADER_LENGTH + buffer[3]
         if len(buffer) >= size and crc8_maxim(buffer[:size]):
-            self._reject(MalformedPacket(f"PC-60FW: CRC mismatch: {buffer[:size].hex(' ')}"))
+            self._reject(ChecksumMismatch(f"PC-60FW: CRC mismatch: {buffer[:size].hex(' ')}"))
             return 1, 0
         return 0, size
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import IntFlag
 
 from drivers.ble.fields import FieldReader
-from drivers.errors import MalformedPacket
+from drivers.errors import ImplausibleValue
 from drivers.measurement import Measurement, Metric, Quality
 
 
@@ -198,11 +198,11 @@ def _readings(
     if device is not None:
         quality |= {q for bit, q in DEVICE_QUALITY.items() if bit in device}
     if spo2 is not None and not 0 <= spo2 <= 100:
-        raise MalformedPacket(f"{what}: implausible SpO2 {spo2} % (outside 0-100)")
+        raise ImplausibleValue(f"{what}: implausible SpO2 {spo2} % (outside 0-100)")
     if pulse is not None and not 0 <= pulse <= 300:
-        raise MalformedPacket(f"{what}: implausible pulse rate {pulse} /min (outside 0-300)")
+        raise ImplausibleValue(f"{what}: implausible pulse rate {pulse} /min (outside 0-300)")
     if pai is not None and not 0 <= pai <= 100:
-        raise MalformedPacket(f"{what}: implausible PAI {pai} % (outside 0-100)")
+        raise ImplausibleValue(f"{what}: implausible PAI {pai} % (outside 0-100)")
     flags = frozenset(quality)
     values = ((Metric.SPO2, spo2), (Metric.PULSE_RATE, pulse), (Metric.PERFUSION_INDEX, pai))
     return [

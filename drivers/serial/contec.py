@@ -14,7 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from drivers.errors import MalformedPacket
+from drivers.errors import (
+    ChecksumMismatch,
+    ImplausibleValue,
+    MalformedPacket,
+    TruncatedPacket,
+    length_mismatch,
+)
 from drivers.measurement import Measurement, Metric, Quality
 from drivers.packet_stream import StreamDecoder
 
@@ -65,11 +71,13 @@ class V46Frame:
 
 def decode_legacy_frame(packet: bytes) -> LegacyFrame:
     if len(packet) != LEGACY_PACKET_LEN:
-        raise MalformedPacket(
-            f"CMS50 legacy packet is {LEGACY_PACKET_LEN} bytes, got {len(packet)}"
+        raise length_mismatch(
+            f"CMS50 legacy packet is {LEGACY_PACKET_LEN} bytes, got {len(packet)}",
+            len(packet),
+            LEGACY_PACKET_LEN,
         )
     if not _is_legacy_frame(packet):
-        raise MalformedPacket(
+        raise ChecksumMismatch(
             "CMS50 legacy packet must have bit 7 set in byte 1 only, got " + packet.hex(" ")
         )
     b1, b2, b3, b4, b5 = packet
@@ -102,14 +110,18 @@ def parse_cms50_legacy_packet(packet: bytes) -> list[Measurement]:
 
 def decode_v46_frame(packet: bytes) -> V46Frame:
     if len(packet) != V46_PACKET_LEN:
-        raise MalformedPacket(f"CMS50 v4.6 packet is {V46_PACKET_LEN} bytes, got {len(packet)}")
+        raise length_mismatch(
+            f"CMS50 v4.6 packet is {V46_PACKET_LEN} bytes, got {len(packet)}",
+            len(packet),
+            V46_PACKET_LEN,
+        )
     if not _is_v46_frame(packet):
-        raise MalformedPacket(
+        raise ChecksumMismatch(
             "CMS50 v4.6 packet must be 01 followed by 8 bytes with bit 7 set, got "
             + packet.hex(" ")
         )
     if packet[1] not in (_V46_VALID, _V46_WAVEFORM_ONLY, _V46_NO_DATA):
-        raise MalformedPacket(f"CMS50 v4.6 status byte {packet[1]:02X} is not E0, E1 or E2")
+        raise ImplausibleValue(f"CMS50 v4.6 status byte {packet[1]:02X} is not E0, E1 or E2")
     return V46Frame(
         status=packet[1],
         pleth=packet[3] & 0x7F,
@@ -223,6 +235,7 @@ def _decode_capture(generation: Generation, framing: str, data: bytes) -> list[M
         return [m for packet in packets for m in packet]
     if len(data) == decoder.packet_len:
         return decoder._parse(data)  # exactly one packet's worth: the parser says what is wrong
-    raise MalformedPacket(
+    # Bytes that never framed failed the framing check; otherwise a packet is incomplete.
+    raise (ChecksumMismatch if decoder.garbage_bytes else TruncatedPacket)(
         f"no complete CMS50 {generation.value} packet in {len(data)} bytes (expected {framing})"
     )

@@ -59,28 +59,10 @@ class SerialSession(Generic[P]):
         self._backoff = Backoff(retry_initial_s, retry_max_s)
         self._task: asyncio.Task[None] | None = None
         self._state: tuple[LinkState, str] | None = None
-        self._decoder: SerialStream | None = None
-        self._closed_garbage = 0
-        self._closed_bad = 0
-        #: Times a live link was lost (hang-up, stall, I/O error) and had to be reopened.
-        self.reopens = 0
-        #: Of those, the times the line went quiet without hanging up.
-        self.stalls = 0
 
     @property
     def address(self) -> str:
         return self.port
-
-    @property
-    def garbage_bytes(self) -> int:
-        """Bytes discarded while resynchronising on a connected line."""
-        live = self._decoder.garbage_bytes if self._decoder else 0
-        return self._closed_garbage + live
-
-    @property
-    def bad_packets(self) -> int:
-        live = self._decoder.bad_packets if self._decoder else 0
-        return self._closed_bad + live
 
     async def start(self) -> None:
         if self._task is None:
@@ -117,7 +99,6 @@ class SerialSession(Generic[P]):
         except (LinkLost, _NoFrames) as exc:
             self._report(LinkState.UNREACHABLE, str(exc))
             return False
-        self._decoder = decoder
         variant = self.protocol.variant(settings)
         stream = ReducedStream(
             self.port,
@@ -137,12 +118,8 @@ class SerialSession(Generic[P]):
             raise
         finally:
             await link.close()
-            self._decoder = None
-            self._closed_garbage += decoder.garbage_bytes
-            self._closed_bad += decoder.bad_packets
             stream.close(asyncio.get_running_loop().time())
             self._report(LinkState.DISCONNECTED, reason)
-        self.reopens += 1
         return True
 
     async def _open_and_detect(self) -> tuple[SerialLink, LineSettings, SerialStream]:
@@ -200,7 +177,6 @@ class SerialSession(Generic[P]):
                 if stream.feed(now, data):
                     last_packet = now
                 elif now - last_packet >= stall_timeout_s:
-                    self.stalls += 1
                     return f"no {self.protocol.name} packet for {stall_timeout_s:g} s"
         except LinkLost as exc:
             return str(exc)

@@ -13,10 +13,16 @@ EVIDENCE_LIMIT = 20
 
 
 class Rule(Protocol):
+    """One kind of alert. Time comes from outside only: a reading's `received_at`, or the
+    `now` of a tick, never the wall clock, so a replay gives the same alerts."""
+
     kind: AlertKind
 
-    def evaluate(self, reading: Reading) -> list[Alert]:
+    def on_reading(self, reading: Reading) -> list[Alert]:
         """Return the alerts whose state this reading changed (raised, updated, cleared)."""
+
+    def on_tick(self, now: datetime) -> list[Alert]:
+        """Return the alerts whose state time reaching `now` changed (about once a second)."""
 
     def restore(self, alert: Alert) -> None:
         """Adopt an alert that was active when the gateway last stopped."""

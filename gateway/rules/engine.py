@@ -1,23 +1,30 @@
-"""Runs every rule over each accepted reading, in sequence order."""
+"""Runs every rule over each accepted reading, in sequence order, and on each tick of
+the clock, so a rule can raise on time passing (a measurement that did not come) as it
+raises on a value."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from gateway.config import RulesSection
 from gateway.model import Alert, AlertKind, Reading
 from gateway.rules.base import Rule
-from gateway.rules.fever import FeverAlerts
-from gateway.rules.spo2 import LowSpo2Alerts
+from gateway.rules.registry import RULES, RulesSection
 
 
 class RuleEngine:
-    def __init__(self, rules: RulesSection) -> None:
-        self._rules: dict[AlertKind, Rule] = {
-            AlertKind.FEVER: FeverAlerts(rules.fever),
-            AlertKind.LOW_SPO2: LowSpo2Alerts(rules.low_spo2),
-        }
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self._rules: dict[AlertKind, Rule] = {}
+        for rule in rules:
+            if rule.kind in self._rules:
+                raise ValueError(f"two rules raise {rule.kind.value!r} alerts")
+            self._rules[rule.kind] = rule
+
+    @classmethod
+    def configured(cls, section: RulesSection) -> RuleEngine:
+        """Every rule of the registry, with the parameters the configuration gives it."""
+        return cls(entry.rule(getattr(section, entry.table)) for entry in RULES)
 
     def restore(self, active: Iterable[dict[str, Any]]) -> None:
         """Resume alerts that were active when the gateway stopped (from the store)."""
@@ -26,8 +33,14 @@ class RuleEngine:
             self._rules[alert.kind].restore(alert)
 
     def evaluate(self, readings: Iterable[Reading]) -> list[Alert]:
+        """The alert changes these readings cause, in order."""
         changes: list[Alert] = []
         for reading in readings:
             for rule in self._rules.values():
-                changes.extend(rule.evaluate(reading))
+                changes.extend(rule.on_reading(reading))
         return changes
+
+    def evaluate_tick(self, now: datetime) -> list[Alert]:
+        """The alert changes that time reaching `now` causes (the caller's clock: rules
+        never read the wall clock, so a test or a replay decides what time it is)."""
+        return [alert for rule in self._rules.values() for alert in rule.on_tick(now)]

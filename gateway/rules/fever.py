@@ -8,34 +8,75 @@ fever lasts, only a higher temperature is news: it updates the alert (and its gr
 
 from __future__ import annotations
 
-from drivers.measurement import Metric
-from gateway.config import FeverRule
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import Field, Strict, field_validator
+
+from drivers.measurement import Metric, Site
+from gateway.config_table import ConfigTable
 from gateway.model import Alert, AlertKind, AlertState, Reading, Severity
 from gateway.rules.base import alert_key, change_alert, raise_alert, snapshot, subject_key
+
+#: Fever lines per measurement site, degC, reading >= line raises. Defaults follow
+#: docs/protocols.md section 6: 37.3 axillary (the isolation documents), Western
+#: patient-education cut-offs elsewhere. Sites not listed never raise a fever alert.
+DEFAULT_FEVER_LINES: dict[Site, float] = {
+    Site.AXILLARY: 37.3,
+    Site.ORAL: 37.8,
+    Site.TYMPANIC: 38.0,
+    Site.EAR: 38.0,
+    Site.RECTAL: 38.0,
+    Site.FOREHEAD: 38.0,
+    Site.BODY: 37.3,
+}
+
+#: degC; a line below this would call a normal temperature a fever.
+_Temperature = Annotated[float, Field(ge=34.0)]
+
+
+class FeverParams(ConfigTable):
+    """`[rules.fever]`."""
+
+    #: `[rules.fever.lines]`: the lines set replace or add to the defaults (a default
+    #: line cannot be removed).
+    lines: dict[Annotated[Site, Strict(False)], _Temperature] = Field(
+        default_factory=lambda: dict(DEFAULT_FEVER_LINES)
+    )
+    #: At or above this a fever is `high` instead of `warning`.
+    high_fever_c: _Temperature = 39.1
+
+    @field_validator("lines", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, lines: Any) -> Any:
+        return {**DEFAULT_FEVER_LINES, **lines} if isinstance(lines, dict) else lines
 
 
 class FeverAlerts:
     kind = AlertKind.FEVER
 
-    def __init__(self, rule: FeverRule) -> None:
-        self._rule = rule
+    def __init__(self, params: FeverParams) -> None:
+        self._params = params
         self._active: dict[str, Alert] = {}
 
     def restore(self, alert: Alert) -> None:
         self._active[alert_key(alert)] = alert
 
-    def evaluate(self, reading: Reading) -> list[Alert]:
+    def on_tick(self, now: datetime) -> list[Alert]:
+        return []  # a fever starts and ends with readings only
+
+    def on_reading(self, reading: Reading) -> list[Alert]:
         m = reading.measurement
         if m.metric is not Metric.BODY_TEMPERATURE or not m.alertable or m.site is None:
             return []
-        line = self._rule.lines.get(m.site.value)
+        line = self._params.lines.get(m.site)
         if line is None:
             return []
         value = float(m.value)
         key = subject_key(reading)
         active = self._active.get(key)
         if value >= line:
-            severity = Severity.HIGH if value >= self._rule.high_fever_c else Severity.WARNING
+            severity = Severity.HIGH if value >= self._params.high_fever_c else Severity.WARNING
             if active is None:
                 alert = raise_alert(self.kind, reading, severity, line, [reading.id], m.site.value)
                 self._active[key] = alert

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, ValidationInfo, field_validator
 
 from drivers.measurement import Metric
-from gateway.config import LowSpo2Rule
+from gateway.config_table import ConfigTable
 from gateway.model import Alert, AlertKind, AlertState, Reading, Severity
 from gateway.rules.base import (
     EVIDENCE_LIMIT,
@@ -24,6 +27,29 @@ from gateway.rules.base import (
     snapshot,
     subject_key,
 )
+
+_Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+_Seconds = Annotated[float, Field(ge=0.0)]
+
+
+class LowSpo2Params(ConfigTable):
+    """`[rules.low_spo2]`."""
+
+    raise_at_or_below: _Percent = 93.0
+    persist_s: _Seconds = 15.0
+    #: Checked against `raise_at_or_below` even when left at its default.
+    clear_at_or_above: _Percent = Field(default=95.0, validate_default=True)
+    clear_after_s: _Seconds = 60.0
+    critical_at_or_below: _Percent = 88.0
+    max_gap_s: _Seconds = 5.0
+
+    @field_validator("clear_at_or_above")
+    @classmethod
+    def _above_the_raise_line(cls, value: float, info: ValidationInfo) -> float:
+        raise_line = info.data.get("raise_at_or_below")
+        if raise_line is not None and value <= raise_line:
+            raise ValueError("must be above raise_at_or_below")
+        return value
 
 
 @dataclass
@@ -39,21 +65,24 @@ class _Track:
 class LowSpo2Alerts:
     kind = AlertKind.LOW_SPO2
 
-    def __init__(self, rule: LowSpo2Rule) -> None:
-        self._rule = rule
+    def __init__(self, params: LowSpo2Params) -> None:
+        self._params = params
         self._tracks: dict[str, _Track] = {}
 
     def restore(self, alert: Alert) -> None:
         self._tracks[alert_key(alert)] = _Track(alert=alert)
 
-    def evaluate(self, reading: Reading) -> list[Alert]:
+    def on_tick(self, now: datetime) -> list[Alert]:
+        return []  # silence never raises nor clears: only readings do
+
+    def on_reading(self, reading: Reading) -> list[Alert]:
         m = reading.measurement
         if m.metric is not Metric.SPO2:
             return []
-        rule = self._rule
+        params = self._params
         track = self._tracks.setdefault(subject_key(reading), _Track())
         now = reading.received_at
-        gap = track.last_at is not None and (now - track.last_at).total_seconds() > rule.max_gap_s
+        gap = track.last_at is not None and (now - track.last_at).total_seconds() > params.max_gap_s
         track.last_at = now
         if not m.alertable or gap:
             track.breach_since = None
@@ -61,7 +90,7 @@ class LowSpo2Alerts:
             if not m.alertable:
                 return []
         value = float(m.value)
-        if value <= rule.raise_at_or_below:
+        if value <= params.raise_at_or_below:
             track.recovered_since = None
             if track.breach_since is None:
                 track.breach_since = now
@@ -71,25 +100,25 @@ class LowSpo2Alerts:
             track.breach_ids.append(reading.id)
             del track.breach_ids[:-EVIDENCE_LIMIT]
             held = (now - track.breach_since).total_seconds()
-            if held >= rule.persist_s:
+            if held >= params.persist_s:
                 return self._raise_or_update(track, reading)
             return []
         track.breach_since = None
-        if value >= rule.clear_at_or_above and track.alert is not None:
+        if value >= params.clear_at_or_above and track.alert is not None:
             track.recovered_since = track.recovered_since or now
-            if (now - track.recovered_since).total_seconds() >= rule.clear_after_s:
+            if (now - track.recovered_since).total_seconds() >= params.clear_after_s:
                 return [self._clear(track, reading)]
-        elif value < rule.clear_at_or_above:
+        elif value < params.clear_at_or_above:
             track.recovered_since = None
         return []
 
     def _raise_or_update(self, track: _Track, reading: Reading) -> list[Alert]:
-        rule = self._rule
-        critical = track.breach_lowest <= rule.critical_at_or_below
+        params = self._params
+        critical = track.breach_lowest <= params.critical_at_or_below
         severity = Severity.CRITICAL if critical else Severity.HIGH
         if track.alert is None:
             track.alert = raise_alert(
-                self.kind, reading, severity, rule.raise_at_or_below, track.breach_ids
+                self.kind, reading, severity, params.raise_at_or_below, track.breach_ids
             )
             return [snapshot(track.alert)]
         if severity is Severity.CRITICAL and track.alert.severity is not Severity.CRITICAL:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.ble.berrymed import BciSample, BciStreamDecoder, decode_bci_packet, parse_bci_packet
-from drivers.errors import MalformedPacket
+from drivers.ble.berrymed import BciSample, BciStreamDecoder, decode_bci_packet
+from drivers.errors import ChecksumMismatch, ImplausibleValue, MalformedPacket, TruncatedPacket
 from drivers.measurement import Measurement, Metric, Quality
 from drivers.one_hertz import OneHertzReducer
 
@@ -60,23 +60,23 @@ def test_packet(
         signal,
         beep,
     )
-    assert parse_bci_packet(bytes.fromhex(hex_in)) == sample.measurements
 
 
 @pytest.mark.parametrize(
-    ("hex_in", "message"),
+    ("hex_in", "error", "message"),
     [
-        ("85 2A 05 48", "packet must be 5 bytes, got 4"),
-        ("85 2A 05 48 61 00", "packet must be 5 bytes, got 6"),
-        ("05 2A 05 48 61", "bad sync bits in 05 2a 05 48 61"),
-        ("85 AA 05 48 61", "bad sync bits"),
-        ("85 2A 05 48 65", r"implausible SpO2 101 %"),
-        ("85 2A 05 48 7E", r"implausible SpO2 126 %"),
+        ("85 2A 05 48", TruncatedPacket, "packet must be 5 bytes, got 4"),
+        ("85 2A 05 48 61 00", MalformedPacket, "packet must be 5 bytes, got 6"),
+        ("05 2A 05 48 61", ChecksumMismatch, "bad sync bits in 05 2a 05 48 61"),
+        ("85 AA 05 48 61", ChecksumMismatch, "bad sync bits"),
+        ("85 2A 05 48 65", ImplausibleValue, r"implausible SpO2 101 %"),
+        ("85 2A 05 48 7E", ImplausibleValue, r"implausible SpO2 126 %"),
     ],
 )
-def test_packet_malformed(hex_in: str, message: str) -> None:
-    with pytest.raises(MalformedPacket, match=message):
-        parse_bci_packet(bytes.fromhex(hex_in))
+def test_packet_malformed(hex_in: str, error: type[MalformedPacket], message: str) -> None:
+    with pytest.raises(error, match=message) as raised:
+        decode_bci_packet(bytes.fromhex(hex_in))
+    assert raised.type is error
 
 
 def stream_values(samples: list[BciSample]) -> list[dict[Metric, float | bool]]:
@@ -121,7 +121,8 @@ def test_stream_counts_implausible_packets_and_goes_on() -> None:
     samples = decoder.feed(bytes.fromhex("85 2A 05 48 65 " + EXAMPLES[0]))
     assert stream_values(samples) == [{SPO2: 97, PR: 72}]
     assert decoder.bad_packets == 1
-    assert decoder.last_error is not None and "implausible SpO2 101" in str(decoder.last_error)
+    assert isinstance(decoder.last_error, ImplausibleValue)
+    assert "implausible SpO2 101" in str(decoder.last_error)
 
 
 def test_stream_keeps_a_partial_packet() -> None:

@@ -7,7 +7,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from drivers.ble.advert import ccm_decrypt
 from drivers.ble.bthome import BthomeDecoder, parse_bthome
-from drivers.errors import MalformedPacket
+from drivers.errors import (
+    DecryptionFailed,
+    DowngradedPacket,
+    ImplausibleValue,
+    MalformedPacket,
+    RefusedPacket,
+    ReplayedPacket,
+    TruncatedPacket,
+)
 from drivers.measurement import Measurement, Metric
 
 KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
@@ -89,28 +97,31 @@ def test_encrypted_door(mac: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "key", "mac", "message"),
+    ("hex_in", "key", "mac", "error", "message"),
     [
-        (b"", None, None, "empty service data"),
-        (bytes.fromhex("20 01 64"), None, None, r"version 1 in device info 0x20, not 2"),
-        (bytes.fromhex("40 02 C4"), None, None, r"object 0x02 at byte 0 truncated"),
-        (bytes.fromhex("40 01 5A 53"), None, None, r"object 0x53 at byte 2 truncated"),
-        (bytes.fromhex("40 53 05 68"), None, None, r"object 0x53 at byte 0 truncated"),
-        (bytes.fromhex("40 2D 02"), None, None, r"window state 2 is not 0 \(closed\) or 1"),
-        (bytes.fromhex("40 01 65"), None, None, r"battery level 101 %"),
-        (bytes.fromhex("42 A5 80"), None, None, r"MAC missing"),
-        (bytes.fromhex(VECTOR), None, MAC, "encrypted; the device key and MAC are needed"),
-        (bytes.fromhex(VECTOR), KEY, None, "encrypted; the device key and MAC are needed"),
-        (bytes.fromhex(VECTOR), bytes(16), MAC, "decryption failed"),
-        (bytes.fromhex(VECTOR), KEY, "54:48:E6:8F:80:A6", "decryption failed"),
-        (bytes.fromhex(VECTOR[:-2] + "15"), KEY, MAC, "decryption failed"),  # tampered MIC
-        (bytes.fromhex("41 00 11 22 33 78 23 72"), KEY, MAC, "no room for counter and MIC"),
-        (bytes.fromhex("40 01 5A"), KEY, MAC, "unencrypted packet from a device with a key"),
+        ("", None, None, TruncatedPacket, "empty service data"),
+        ("20 01 64", None, None, ImplausibleValue, r"version 1 in device info 0x20, not 2"),
+        ("40 02 C4", None, None, TruncatedPacket, r"object 0x02 at byte 0 truncated"),
+        ("40 01 5A 53", None, None, TruncatedPacket, r"object 0x53 at byte 2 truncated"),
+        ("40 53 05 68", None, None, TruncatedPacket, r"object 0x53 at byte 0 truncated"),
+        ("40 2D 02", None, None, ImplausibleValue, r"window state 2 is not 0 \(closed\) or 1"),
+        ("40 01 65", None, None, ImplausibleValue, r"battery level 101 %"),
+        ("42 A5 80", None, None, TruncatedPacket, r"MAC missing"),
+        (VECTOR, None, MAC, MalformedPacket, "encrypted; the device key and MAC are needed"),
+        (VECTOR, KEY, None, MalformedPacket, "encrypted; the device key and MAC are needed"),
+        (VECTOR, bytes(16), MAC, DecryptionFailed, "decryption failed"),
+        (VECTOR, KEY, "54:48:E6:8F:80:A6", DecryptionFailed, "decryption failed"),
+        (VECTOR[:-2] + "15", KEY, MAC, DecryptionFailed, "decryption failed"),  # tampered MIC
+        ("41 00 11 22 33 78 23 72", KEY, MAC, TruncatedPacket, "no room for counter and MIC"),
+        ("40 01 5A", KEY, MAC, DowngradedPacket, "unencrypted packet from a device with a key"),
     ],
 )
-def test_malformed(data: bytes, key: bytes | None, mac: str | None, message: str) -> None:
-    with pytest.raises(MalformedPacket, match=message):
-        parse_bthome(data, key, mac)
+def test_refused(
+    hex_in: str, key: bytes | None, mac: str | None, error: type[RefusedPacket], message: str
+) -> None:
+    with pytest.raises(error, match=message) as raised:
+        parse_bthome(bytes.fromhex(hex_in), key, mac)
+    assert raised.type is error
 
 
 def plain(packet_id: int) -> bytes:
@@ -149,12 +160,12 @@ def test_decoder_rejects_replayed_counters() -> None:
     decoder = BthomeDecoder(KEY, MAC)
     assert values(decoder.feed(seal("00 01 2D 01", 500), 0.0)) == [(DOOR, True)]
     assert decoder.feed(seal("00 01 2D 01", 500), 0.1) == []  # same advertisement again
-    with pytest.raises(MalformedPacket, match="counter went back from 500 to 499"):
+    with pytest.raises(ReplayedPacket, match="counter went back from 500 to 499"):
         decoder.feed(seal("00 02 2D 00", 499), 0.2)
     assert values(decoder.feed(seal("00 02 2D 00", 501), 0.3)) == [(DOOR, False)]
     # A counter below 100 is a device restart (battery change), not a replay.
     assert values(decoder.feed(seal("00 03 2D 01", 3), 0.4)) == [(DOOR, True)]
-    with pytest.raises(MalformedPacket, match="unencrypted packet"):
+    with pytest.raises(DowngradedPacket, match="unencrypted packet"):
         decoder.feed(plain(4), 0.5)
 
 

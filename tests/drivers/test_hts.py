@@ -9,11 +9,10 @@ import pytest
 
 from drivers.ble.hts import (
     parse_intermediate_temperature,
-    parse_measurement_interval,
     parse_temperature_measurement,
     parse_temperature_type,
 )
-from drivers.errors import MalformedPacket
+from drivers.errors import ImplausibleValue, MalformedPacket, TruncatedPacket
 from drivers.measurement import Measurement, Metric, Quality, Site
 
 Parser = Callable[..., list[Measurement]]
@@ -100,57 +99,61 @@ def test_default_site_when_no_type_field(parse: Parser) -> None:
 
 @pytest.mark.parametrize("code", [0, 10, 255])
 def test_reserved_site_codes(code: int) -> None:
-    with pytest.raises(MalformedPacket, match=f"reserved temperature type code {code}$"):
+    with pytest.raises(ImplausibleValue, match=f"reserved temperature type code {code}$"):
         parse_temperature_type(bytes([code]))
-    with pytest.raises(MalformedPacket, match=f"reserved temperature type code {code}$"):
+    with pytest.raises(ImplausibleValue, match=f"reserved temperature type code {code}$"):
         parse_temperature_measurement(bytes.fromhex("04 76 01 00 FF") + bytes([code]))
 
 
 @pytest.mark.parametrize("parse", BOTH)
 @pytest.mark.parametrize(
-    ("hex_in", "message"),
+    ("hex_in", "error", "message"),
     [
-        ("", r"Flags missing \(needs byte 0, packet is 0 bytes\)"),
+        ("", TruncatedPacket, r"Flags missing \(needs byte 0, packet is 0 bytes\)"),
         (
             "00 76 01 00",
+            TruncatedPacket,
             r"\(flags 0x00\): Temperature missing \(needs bytes 1-4, packet is 4 bytes\)",
         ),
         (
             "02 76 01 00 FF E8 07",
+            TruncatedPacket,
             r"\(flags 0x02\): Time Stamp missing \(needs bytes 5-11, packet is 7",
         ),
-        ("04 76 01 00 FF", r"\(flags 0x04\): Temperature Type missing \(needs byte 5, packet is 5"),
+        (
+            "04 76 01 00 FF",
+            TruncatedPacket,
+            r"\(flags 0x04\): Temperature Type missing \(needs byte 5, packet is 5",
+        ),
         (
             "00 76 01 00 FF 01",
+            MalformedPacket,
             r"1 unexpected trailing byte\(s\) after byte 4 \(packet is 6 bytes\)",
         ),
-        ("02 76 01 00 FF E8 07 02 1E 0A 1E 00", r"Time Stamp: impossible Date Time 2024-02-30"),
-        ("00 C7 00 00 FF", r"implausible body temperature 19.9 degC \(outside 20-50\)"),
-        ("00 F5 01 00 FF", r"implausible body temperature 50.1 degC"),
-        ("01 14 05 00 FF", r"implausible body temperature 54.44 degC"),  # 130.0 degF
-        ("00 FB FF FF FF", r"implausible body temperature -0.5 degC"),
+        (
+            "02 76 01 00 FF E8 07 02 1E 0A 1E 00",
+            ImplausibleValue,
+            r"Time Stamp: impossible Date Time 2024-02-30",
+        ),
+        (
+            "00 C7 00 00 FF",
+            ImplausibleValue,
+            r"implausible body temperature 19.9 degC \(outside 20-50\)",
+        ),
+        ("00 F5 01 00 FF", ImplausibleValue, r"implausible body temperature 50.1 degC"),
+        # 130.0 degF.
+        ("01 14 05 00 FF", ImplausibleValue, r"implausible body temperature 54.44 degC"),
+        ("00 FB FF FF FF", ImplausibleValue, r"implausible body temperature -0.5 degC"),
     ],
 )
-def test_malformed(parse: Parser, hex_in: str, message: str) -> None:
-    with pytest.raises(MalformedPacket, match=message):
+def test_malformed(parse: Parser, hex_in: str, error: type[MalformedPacket], message: str) -> None:
+    with pytest.raises(error, match=message) as raised:
         parse(bytes.fromhex(hex_in))
+    assert raised.type is error
 
 
-@pytest.mark.parametrize("hex_in", ["", "01 02"])
-def test_temperature_type_length(hex_in: str) -> None:
-    with pytest.raises(MalformedPacket, match="Temperature Type: needs exactly 1 byte"):
+@pytest.mark.parametrize(("hex_in", "error"), [("", TruncatedPacket), ("01 02", MalformedPacket)])
+def test_temperature_type_length(hex_in: str, error: type[MalformedPacket]) -> None:
+    with pytest.raises(error, match="Temperature Type: needs exactly 1 byte") as raised:
         parse_temperature_type(bytes.fromhex(hex_in))
-
-
-@pytest.mark.parametrize(
-    ("hex_in", "seconds"),
-    [("3C 00", 60), ("00 00", 0), ("FF FF", 65535), ("10 0E", 3600)],
-)
-def test_measurement_interval(hex_in: str, seconds: int) -> None:
-    assert parse_measurement_interval(bytes.fromhex(hex_in)) == seconds
-
-
-@pytest.mark.parametrize("hex_in", ["3C", "3C 00 00", ""])
-def test_measurement_interval_length(hex_in: str) -> None:
-    with pytest.raises(MalformedPacket, match="Measurement Interval: needs exactly 2 bytes"):
-        parse_measurement_interval(bytes.fromhex(hex_in))
+    assert raised.type is error

@@ -9,7 +9,7 @@ import pytest
 
 from drivers.ble.fields import FieldReader, decode_date_time
 from drivers.ble.ieee11073 import decode_float, decode_sfloat
-from drivers.errors import MalformedPacket
+from drivers.errors import ImplausibleValue, MalformedPacket, TruncatedPacket
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_float(hex_le: str, expected: float | None) -> None:
     ],
 )
 def test_wrong_length(decode: Callable[[bytes], float | None], hex_le: str, message: str) -> None:
-    with pytest.raises(MalformedPacket, match=message):
+    with pytest.raises(TruncatedPacket, match=message):
         decode(bytes.fromhex(hex_le))
 
 
@@ -77,18 +77,18 @@ def test_date_time(hex_le: str, expected: datetime | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("hex_le", "message"),
+    ("hex_le", "error", "message"),
     [
-        ("E7 07 02 1D 00 00 00", "2023-02-29 00:00:00"),
-        ("E8 07 0D 01 00 00 00", "2024-13-01"),
-        ("E8 07 03 0F 18 00 00", "24:00:00"),
-        ("E8 07 03 0F 0A 3C 00", "10:60:00"),
-        ("E8 03 01 01 00 00 00", "year before 1582"),
-        ("E8 07 03 0F 0A 1E", "needs 7 bytes, got 6"),
+        ("E7 07 02 1D 00 00 00", ImplausibleValue, "2023-02-29 00:00:00"),
+        ("E8 07 0D 01 00 00 00", ImplausibleValue, "2024-13-01"),
+        ("E8 07 03 0F 18 00 00", ImplausibleValue, "24:00:00"),
+        ("E8 07 03 0F 0A 3C 00", ImplausibleValue, "10:60:00"),
+        ("E8 03 01 01 00 00 00", ImplausibleValue, "year before 1582"),
+        ("E8 07 03 0F 0A 1E", TruncatedPacket, "needs 7 bytes, got 6"),
     ],
 )
-def test_impossible_date_time(hex_le: str, message: str) -> None:
-    with pytest.raises(MalformedPacket, match=message):
+def test_impossible_date_time(hex_le: str, error: type[MalformedPacket], message: str) -> None:
+    with pytest.raises(error, match=message):
         decode_date_time(bytes.fromhex(hex_le))
 
 
@@ -96,7 +96,7 @@ def test_reader_names_the_missing_field_and_length() -> None:
     reader = FieldReader(bytes.fromhex("02 61 00 48"), "Example")
     reader.take(3, "head")
     with pytest.raises(
-        MalformedPacket, match=r"^Example: Status missing \(needs bytes 3-4, packet is 4 bytes\)$"
+        TruncatedPacket, match=r"^Example: Status missing \(needs bytes 3-4, packet is 4 bytes\)$"
     ):
         reader.uint(2, "Status")
 
@@ -106,5 +106,6 @@ def test_reader_rejects_trailing_bytes() -> None:
     reader.uint(1, "Flags")
     with pytest.raises(
         MalformedPacket, match=r"Example: 2 unexpected trailing byte\(s\) after byte 0"
-    ):
+    ) as raised:
         reader.end()
+    assert raised.type is MalformedPacket  # too long: not a truncation

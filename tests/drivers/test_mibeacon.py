@@ -6,7 +6,16 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from drivers.ble.mibeacon import MiBeaconDecoder, parse_mibeacon
-from drivers.errors import MalformedPacket
+from drivers.errors import (
+    DecryptionFailed,
+    DowngradedPacket,
+    ImplausibleValue,
+    MalformedPacket,
+    RefusedPacket,
+    ReplayedPacket,
+    SecurityRejection,
+    TruncatedPacket,
+)
 from drivers.measurement import Measurement, Metric
 
 KEY = bytes.fromhex("017e52d2684779298709b117c0a75a7b")
@@ -14,6 +23,9 @@ MAC = "E4:AA:EC:81:21:AE"
 VECTOR = "58 58 8B 09 A3 AE 21 81 EC AA E4 0E 2C 55 3C 04 00 00 D2 8A 50 0C"
 DOOR, BATTERY = Metric.DOOR_OPEN, Metric.BATTERY
 MAC_REVERSED = bytes.fromhex(MAC.replace(":", ""))[::-1]
+OTHER_MAC = "E4:AA:EC:81:21:AF"
+#: v5, MAC and objects, no encryption: from a device with a bindkey, a downgrade.
+CLEAR = bytes.fromhex("50 50 8B 09 01") + MAC_REVERSED + bytes.fromhex("19 10 01 00")
 
 
 def seal(
@@ -73,9 +85,7 @@ def test_mac_from_argument_when_not_in_frame() -> None:
 
 
 def test_unencrypted_frame() -> None:
-    # v5, MAC and objects, no encryption.
-    data = bytes.fromhex("50 50 8B 09 01") + MAC_REVERSED + bytes.fromhex("19 10 01 00")
-    packet = parse_mibeacon(data)
+    packet = parse_mibeacon(CLEAR)
     assert values(packet.measurements) == [(DOOR, True)]
     assert (packet.encrypted, packet.counter) == (False, None)
 
@@ -89,37 +99,89 @@ def test_frame_without_objects() -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "key", "mac", "message"),
+    ("data", "key", "mac", "error", "message"),
     [
-        (bytes.fromhex(VECTOR), None, None, "encrypted; the bindkey and MAC are needed"),
-        (seal("19 10 01 01", mac=False), KEY, None, "encrypted; the bindkey and MAC are needed"),
-        (bytes.fromhex(VECTOR), bytes(16), None, "decryption failed"),
-        (seal("19 10 01 01", mac=False), KEY, "E4:AA:EC:81:21:AF", "decryption failed"),
-        (bytes.fromhex(VECTOR), KEY, "E4:AA:EC:81:21:AF", "frame is from E4:AA:EC:81:21:AE"),
-        (bytes.fromhex(VECTOR[:-2] + "0D"), KEY, None, "decryption failed"),
-        (bytes.fromhex("58 38 8B 09 A3") + MAC_REVERSED + bytes(8), KEY, None, "legacy v3"),
-        (bytes.fromhex("D8 58 8B 09 A3"), KEY, None, "mesh frames unsupported"),
-        (bytes.fromhex("58 18 8B 09 A3"), KEY, None, "0x1858: v1 unsupported"),
-        (bytes.fromhex("58 58 8B 09"), KEY, None, r"Frame Counter missing \(needs byte 4"),
-        (bytes.fromhex("58 58 8B 09 A3 AE 21"), KEY, None, r"MAC missing \(needs bytes 5-10"),
-        (bytes.fromhex("78 58 8B 09 A3") + MAC_REVERSED, KEY, None, "Capability missing"),
-        (bytes.fromhex(VECTOR)[:18], KEY, None, "no room for objects, counter and MIC"),
-        (seal("19 10 01 04"), KEY, None, "door state 4 is not 0-3"),
-        (seal("19 10 02 01 00"), KEY, None, "object 0x1019 has 2 bytes, not 1"),
-        (seal("0A 10 01 65"), KEY, None, "battery level 101 %"),
-        (seal("19 10 05 01"), KEY, None, r"object 0x1019 missing \(needs bytes 3-7"),
-        (seal("19 10"), KEY, None, r"object 0x1019 length missing"),
         (
-            bytes.fromhex("50 50 8B 09 01") + MAC_REVERSED + bytes.fromhex("19 10 01 00"),
+            bytes.fromhex(VECTOR),
+            None,
+            None,
+            MalformedPacket,
+            "encrypted; the bindkey and MAC are needed",
+        ),
+        (
+            seal("19 10 01 01", mac=False),
             KEY,
             None,
-            "unencrypted objects from a device with a key",
+            MalformedPacket,
+            "encrypted; the bindkey and MAC are needed",
         ),
+        (bytes.fromhex(VECTOR), bytes(16), None, DecryptionFailed, "decryption failed"),
+        (seal("19 10 01 01", mac=False), KEY, OTHER_MAC, DecryptionFailed, "decryption failed"),
+        (
+            bytes.fromhex(VECTOR),
+            KEY,
+            OTHER_MAC,
+            SecurityRejection,
+            "frame is from E4:AA:EC:81:21:AE",
+        ),
+        (bytes.fromhex(VECTOR[:-2] + "0D"), KEY, None, DecryptionFailed, "decryption failed"),
+        (
+            bytes.fromhex("58 38 8B 09 A3") + MAC_REVERSED + bytes(8),
+            KEY,
+            None,
+            ImplausibleValue,
+            "legacy v3",
+        ),
+        (bytes.fromhex("D8 58 8B 09 A3"), KEY, None, ImplausibleValue, "mesh frames unsupported"),
+        (bytes.fromhex("58 18 8B 09 A3"), KEY, None, ImplausibleValue, "0x1858: v1 unsupported"),
+        (
+            bytes.fromhex("58 58 8B 09"),
+            KEY,
+            None,
+            TruncatedPacket,
+            r"Frame Counter missing \(needs byte 4",
+        ),
+        (
+            bytes.fromhex("58 58 8B 09 A3 AE 21"),
+            KEY,
+            None,
+            TruncatedPacket,
+            r"MAC missing \(needs bytes 5-10",
+        ),
+        (
+            bytes.fromhex("78 58 8B 09 A3") + MAC_REVERSED,
+            KEY,
+            None,
+            TruncatedPacket,
+            "Capability missing",
+        ),
+        (
+            bytes.fromhex(VECTOR)[:18],
+            KEY,
+            None,
+            TruncatedPacket,
+            "no room for objects, counter and MIC",
+        ),
+        (seal("19 10 01 04"), KEY, None, ImplausibleValue, "door state 4 is not 0-3"),
+        (seal("19 10 02 01 00"), KEY, None, ImplausibleValue, "object 0x1019 has 2 bytes, not 1"),
+        (seal("0A 10 01 65"), KEY, None, ImplausibleValue, "battery level 101 %"),
+        (
+            seal("19 10 05 01"),
+            KEY,
+            None,
+            TruncatedPacket,
+            r"object 0x1019 missing \(needs bytes 3-7",
+        ),
+        (seal("19 10"), KEY, None, TruncatedPacket, r"object 0x1019 length missing"),
+        (CLEAR, KEY, None, DowngradedPacket, "unencrypted objects from a device with a key"),
     ],
 )
-def test_malformed(data: bytes, key: bytes | None, mac: str | None, message: str) -> None:
-    with pytest.raises(MalformedPacket, match=message):
+def test_refused(
+    data: bytes, key: bytes | None, mac: str | None, error: type[RefusedPacket], message: str
+) -> None:
+    with pytest.raises(error, match=message) as raised:
         parse_mibeacon(data, key, mac)
+    assert raised.type is error
 
 
 def test_decoder_drops_repeats_and_replays() -> None:
@@ -127,5 +189,5 @@ def test_decoder_drops_repeats_and_replays() -> None:
     assert values(decoder.feed(seal("19 10 01 00", 0x10, 300), 0.0)) == [(DOOR, True)]
     assert decoder.feed(seal("19 10 01 00", 0x10, 300), 0.2) == []  # repeated advertisement
     assert values(decoder.feed(seal("19 10 01 01", 0x11, 300), 0.4)) == [(DOOR, False)]
-    with pytest.raises(MalformedPacket, match="replayed packet rejected"):
+    with pytest.raises(ReplayedPacket, match="replayed packet rejected"):
         decoder.feed(seal("19 10 01 00", 0x10, 300), 10.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drivers.ble.pc60fw import Pc60fwStreamDecoder, crc8_maxim, parse_pc60fw_frame
-from drivers.errors import MalformedPacket
+from drivers.errors import ChecksumMismatch, ImplausibleValue, MalformedPacket, TruncatedPacket
 from drivers.measurement import Measurement, Metric
 
 SPO2, PR, PI, BATTERY = Metric.SPO2, Metric.PULSE_RATE, Metric.PERFUSION_INDEX, Metric.BATTERY
@@ -61,23 +61,26 @@ def test_frame(frame_bytes: bytes, expected: dict[Metric, float]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("frame_bytes", "message"),
+    ("frame_bytes", "error", "message"),
     [
-        (bytes.fromhex(EXAMPLE[:-2] + "09"), "CRC mismatch"),
-        (bytes.fromhex("AB" + EXAMPLE[2:]), "does not start AA 55 0F/F0"),
-        (bytes.fromhex("AA 55 11" + EXAMPLE[8:]), "does not start AA 55 0F/F0"),
-        (bytes.fromhex(EXAMPLE[:-3]), "length byte says 12 bytes, frame is 11"),
-        (bytes.fromhex("AA 55 0F 01 00"), "frame of 5 bytes is too short"),
-        (frame("01 60 3E"), "readings payload of 3 bytes, needs 5"),
-        (frame("01 65 3E 00 50 00 C0"), r"implausible SpO2 101 %"),
-        (frame("01 60 2D 01 50 00 C0"), r"implausible pulse rate 301 /min"),
-        (frame("03 04", 0xF0), "battery payload 03 04 is not 03 00-03"),
-        (frame("03", 0xF0), "battery payload 03 is not 03 00-03"),
+        (bytes.fromhex(EXAMPLE[:-2] + "09"), ChecksumMismatch, "CRC mismatch"),
+        (bytes.fromhex("AB" + EXAMPLE[2:]), ChecksumMismatch, "does not start AA 55 0F/F0"),
+        (bytes.fromhex("AA 55 11" + EXAMPLE[8:]), ChecksumMismatch, "does not start AA 55 0F/F0"),
+        (bytes.fromhex(EXAMPLE[:-3]), TruncatedPacket, "length byte says 12 bytes, frame is 11"),
+        (bytes.fromhex(EXAMPLE + "00"), MalformedPacket, "length byte says 12 bytes, frame is 13"),
+        (bytes.fromhex("AA 55 0F 01 00"), TruncatedPacket, "frame of 5 bytes is too short"),
+        (frame("01 60 3E"), TruncatedPacket, "readings payload of 3 bytes, needs 5"),
+        (frame("01 65 3E 00 50 00 C0"), ImplausibleValue, r"implausible SpO2 101 %"),
+        (frame("01 60 2D 01 50 00 C0"), ImplausibleValue, r"implausible pulse rate 301 /min"),
+        (frame("03 04", 0xF0), ImplausibleValue, "battery payload 03 04 is not 03 00-03"),
+        (frame("03", 0xF0), TruncatedPacket, "battery payload 03 is not 03 00-03"),
+        (frame("03 02 00", 0xF0), MalformedPacket, "battery payload 03 02 00 is not 03 00-03"),
     ],
 )
-def test_frame_malformed(frame_bytes: bytes, message: str) -> None:
-    with pytest.raises(MalformedPacket, match=message):
+def test_frame_malformed(frame_bytes: bytes, error: type[MalformedPacket], message: str) -> None:
+    with pytest.raises(error, match=message) as raised:
         parse_pc60fw_frame(frame_bytes)
+    assert raised.type is error
 
 
 STREAM = [bytes.fromhex(EXAMPLE), frame("02 3B 38 35 32 2F"), frame("03 02", 0xF0)]
@@ -117,7 +120,8 @@ def test_stream_counts_bad_crc_and_goes_on() -> None:
     assert [values(f) for f in frames] == EXPECTED
     assert decoder.bad_packets == 1
     assert decoder.garbage_bytes == len(bad)
-    assert decoder.last_error is not None and "CRC mismatch" in str(decoder.last_error)
+    assert isinstance(decoder.last_error, ChecksumMismatch)
+    assert "CRC mismatch" in str(decoder.last_error)
 
 
 def test_stream_corrupt_length_loses_no_good_frame() -> None:
@@ -135,3 +139,4 @@ def test_stream_counts_implausible_frames() -> None:
     frames = decoder.feed(frame("01 65 3E 00 50 00 C0") + bytes.fromhex(EXAMPLE))
     assert [values(f) for f in frames] == [EXPECTED[0]]
     assert decoder.bad_packets == 1
+    assert isinstance(decoder.last_error, ImplausibleValue)

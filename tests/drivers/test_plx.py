@@ -16,7 +16,7 @@ from drivers.ble.plx import (
     parse_plx_features,
     parse_plx_spot_check,
 )
-from drivers.errors import MalformedPacket
+from drivers.errors import ImplausibleValue, MalformedPacket, TruncatedPacket
 from drivers.measurement import Measurement, Metric, Quality
 
 Q = Quality
@@ -228,26 +228,32 @@ def test_invalid_status_wins_over_implausible_values() -> None:
     ],
 )
 def test_truncated(parse: Parser, hex_in: str, message: str) -> None:
-    with pytest.raises(MalformedPacket, match=message):
+    with pytest.raises(TruncatedPacket, match=message):
         parse(bytes.fromhex(hex_in))
 
 
 @pytest.mark.parametrize("parse", [parse_plx_spot_check, parse_plx_continuous])
 @pytest.mark.parametrize(
-    ("hex_in", "message"),
+    ("hex_in", "error", "message"),
     [
         (
             "00 61 00 48 00 00",
+            MalformedPacket,
             r"1 unexpected trailing byte\(s\) after byte 4 \(packet is 6 bytes\)",
         ),
-        ("00 65 00 48 00", r"implausible SpO2 101.0 % \(outside 0-100\)"),
-        ("00 FF 0F 48 00", r"implausible SpO2 -1.0 %"),
-        ("00 61 00 2D 01", r"implausible pulse rate 301.0 /min \(outside 0-300\)"),
+        ("00 65 00 48 00", ImplausibleValue, r"implausible SpO2 101.0 % \(outside 0-100\)"),
+        ("00 FF 0F 48 00", ImplausibleValue, r"implausible SpO2 -1.0 %"),
+        (
+            "00 61 00 2D 01",
+            ImplausibleValue,
+            r"implausible pulse rate 301.0 /min \(outside 0-300\)",
+        ),
     ],
 )
-def test_malformed(parse: Parser, hex_in: str, message: str) -> None:
-    with pytest.raises(MalformedPacket, match=message):
+def test_malformed(parse: Parser, hex_in: str, error: type[MalformedPacket], message: str) -> None:
+    with pytest.raises(error, match=message) as raised:
         parse(bytes.fromhex(hex_in))
+    assert raised.type is error
 
 
 @pytest.mark.parametrize(
@@ -258,12 +264,14 @@ def test_malformed(parse: Parser, hex_in: str, message: str) -> None:
     ],
 )
 def test_implausible_pai(parse: Parser, hex_in: str) -> None:
-    with pytest.raises(MalformedPacket, match=r"implausible PAI -?\d+(\.\d+)? % \(outside 0-100\)"):
+    with pytest.raises(
+        ImplausibleValue, match=r"implausible PAI -?\d+(\.\d+)? % \(outside 0-100\)"
+    ):
         parse(bytes.fromhex(hex_in))
 
 
 def test_impossible_timestamp() -> None:
-    with pytest.raises(MalformedPacket, match=r"Timestamp: impossible Date Time 2024-02-30"):
+    with pytest.raises(ImplausibleValue, match=r"Timestamp: impossible Date Time 2024-02-30"):
         parse_plx_spot_check(bytes.fromhex("01 61 00 48 00 E8 07 02 1E 0A 1E 00"))
 
 
@@ -306,14 +314,23 @@ def test_features(hex_in: str, expected: PlxFeatures) -> None:
 
 
 @pytest.mark.parametrize(
-    ("hex_in", "message"),
+    ("hex_in", "error", "message"),
     [
-        ("03", r"Supported Features missing \(needs bytes 0-1, packet is 1 bytes\)"),
-        ("03 00 A0 00 28 08", r"Device and Sensor Status Support missing \(needs bytes 4-6"),
-        ("01 00", r"Measurement Status Support missing"),
-        ("00 00 00", r"1 unexpected trailing byte"),
+        (
+            "03",
+            TruncatedPacket,
+            r"Supported Features missing \(needs bytes 0-1, packet is 1 bytes\)",
+        ),
+        (
+            "03 00 A0 00 28 08",
+            TruncatedPacket,
+            r"Device and Sensor Status Support missing \(needs bytes 4-6",
+        ),
+        ("01 00", TruncatedPacket, r"Measurement Status Support missing"),
+        ("00 00 00", MalformedPacket, r"1 unexpected trailing byte"),
     ],
 )
-def test_features_malformed(hex_in: str, message: str) -> None:
-    with pytest.raises(MalformedPacket, match=message):
+def test_features_malformed(hex_in: str, error: type[MalformedPacket], message: str) -> None:
+    with pytest.raises(error, match=message) as raised:
         parse_plx_features(bytes.fromhex(hex_in))
+    assert raised.type is error

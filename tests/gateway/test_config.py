@@ -84,6 +84,23 @@ def test_the_example_config_in_the_repository_is_valid() -> None:
             ("[mqtt]", "[bluetooth]\nwatchdog_silence_s = 5\n[mqtt]"),
             "bluetooth.watchdog_silence_s: must be at least 10",
         ),
+        (("[mqtt]", "[mqtt]\nkeepalive_s = 65536"), "mqtt.keepalive_s: must be at most 65535"),
+        (("[mqtt]", "[mqtt]\nmax_inflight = 70000"), "mqtt.max_inflight: must be at most 65535"),
+        ((":8883", ":65536"), "mqtt.url: bad port in 'mqtts://broker.example:65536'"),
+        (("[mqtt]", "[web]\nlisten = '0.0.0.0:65536'\n[mqtt]"), "web.listen: port out of range"),
+        (("[mqtt]", "[mqtt]\nkeepalive_s = 30.0"), "mqtt.keepalive_s: must be a whole number"),
+        (("[mqtt]", "[rules.low_spo2]\nraise_at_or_below = 101\n[mqtt]"), "must be at most 100"),
+        (
+            ("[mqtt]", "[rules.low_spo2]\nraise_at_or_below = 96\n[mqtt]"),
+            "rules.low_spo2.clear_at_or_above: must be above raise_at_or_below",
+        ),
+        (
+            ("[mqtt]", "[rules.fever.lines]\narmpit = 37.5\n[mqtt]"),
+            "rules.fever.lines.armpit: 'armpit'",
+        ),
+        (("[mqtt]", "[rules.door_open]\n[mqtt]"), r"rules.door_open: unknown key \(allowed: fever"),
+        (('kind = "hts"', 'kind = "plx"'), "devices[0].site: only hts devices have a site"),
+        (("[gateway]", "[gatway]"), r"gatway: unknown key \(allowed: bluetooth, devices, gateway"),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_problem(
@@ -91,6 +108,40 @@ def test_a_bad_config_names_the_key_and_the_problem(
 ) -> None:
     with pytest.raises(ConfigError, match=message.replace("[0]", r"\[0\]")):
         load_config(write(tmp_path, GOOD.replace(*change, 1)))
+
+
+@pytest.mark.parametrize(
+    ("table", "setting"),
+    [
+        ("mqtt", "status_interval_s = nan"),
+        ("mqtt", "reconnect_max_s = inf"),
+        ("store", "max_mb = inf"),
+        ("store", "batch_wait_ms = nan"),
+        ("bluetooth", "watchdog_silence_s = +inf"),
+        ("rules.fever", "high_fever_c = nan"),
+        ("rules.fever.lines", "oral = inf"),
+        ("rules.low_spo2", "persist_s = -inf"),
+    ],
+)
+def test_nan_and_infinity_are_refused_everywhere(tmp_path: Path, table: str, setting: str) -> None:
+    if table == "mqtt":  # GOOD has an [mqtt] table already
+        text = GOOD.replace("[mqtt]\n", f"[mqtt]\n{setting}\n")
+    else:
+        text = f"{GOOD}\n[{table}]\n{setting}\n"
+    key = f"{table}.{setting.split(' = ')[0]}"
+    with pytest.raises(ConfigError, match=rf"^{key}: must be a finite number"):
+        load_config(write(tmp_path, text))
+
+
+def test_check_config_names_the_key_of_an_invalid_value_in_one_line(tmp_path: Path) -> None:
+    bad = write(tmp_path, GOOD.replace("[mqtt]", "[mqtt]\nkeepalive_s = nan", 1))
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "config error: mqtt.keepalive_s: must be a whole number\n"
 
 
 def test_check_config_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
@@ -154,11 +205,23 @@ def test_door_sensors_take_their_key_and_keep_it_out_of_repr(tmp_path: Path) -> 
     assert "231d39" not in repr(bthome) and "017e52" not in repr(mibeacon)
 
 
+def test_a_key_given_to_a_device_without_one_is_refused_without_showing_it(
+    tmp_path: Path,
+) -> None:
+    text = DOOR.replace('kind = "bthome"', 'kind = "plx"')
+    with pytest.raises(ConfigError) as refused:
+        load_config(write(tmp_path, text))
+    assert str(refused.value) == "devices[0].key: only bthome and mibeacon devices have a key"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (('key = "231d39c1d7cc1ab1aee224cd096db932"', 'key = "abc"'), r"devices\[0\].key: must be"),
-        (('key = "017e52d2684779298709b117c0a75a7b"\n', ""), r"devices\[1\].key: a MiBeacon needs"),
+        (
+            ('key = "017e52d2684779298709b117c0a75a7b"\n', ""),
+            r"devices\[1\].key: a mibeacon needs its 32-hex-digit key",
+        ),
     ],
 )
 def test_a_bad_door_sensor_key_is_one_clear_line(

@@ -3,13 +3,33 @@ trustworthy values."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
 from drivers.measurement import Metric, Quality, Site
-from gateway.config import RulesSection
-from gateway.model import AlertState, Severity
+from gateway.clock import ClockWatch
+from gateway.config import parse_config
+from gateway.devices import DeviceRegistry
+from gateway.model import Alert, AlertKind, AlertState, ClockState, Reading, Severity
+from gateway.pipeline import Pipeline
+from gateway.rules.base import new_alert_id, snapshot
 from gateway.rules.engine import RuleEngine
-from tests.gateway.helpers import reading
+from gateway.rules.fever import FeverAlerts, FeverParams
+from gateway.rules.registry import RulesSection
+from gateway.store import StoreThread
+from tests.gateway.helpers import T0, reading, until
 
 TEMP = Metric.BODY_TEMPERATURE
+
+
+def configured() -> RuleEngine:
+    """The gateway's rules with their default parameters."""
+    return RuleEngine.configured(RulesSection())
 
 
 def spo2_series(values: list[float], start_seq: int = 1, start_s: float = 0.0, **kw):  # type: ignore[no-untyped-def]
@@ -17,7 +37,7 @@ def spo2_series(values: list[float], start_seq: int = 1, start_s: float = 0.0, *
 
 
 def test_low_spo2_raises_only_after_15_seconds_of_valid_low_samples() -> None:
-    engine = RuleEngine(RulesSection())
+    engine = configured()
     assert engine.evaluate(spo2_series([92] * 15)) == []  # 0..14 s: not yet 15 s
     (alert,) = engine.evaluate(spo2_series([92], start_seq=16, start_s=15))
     assert alert.state is AlertState.RAISED and alert.severity is Severity.HIGH
@@ -27,12 +47,12 @@ def test_low_spo2_raises_only_after_15_seconds_of_valid_low_samples() -> None:
 
 
 def test_a_brief_dip_does_not_alert() -> None:
-    engine = RuleEngine(RulesSection())
+    engine = configured()
     assert engine.evaluate(spo2_series([97, 91, 90, 91, 96] + [92] * 10 + [97] * 30)) == []
 
 
 def test_probe_off_samples_never_start_or_feed_the_timer() -> None:
-    engine = RuleEngine(RulesSection())
+    engine = configured()
     flagged = spo2_series([85] * 60, quality=frozenset({Quality.PROBE_OFF}))
     assert engine.evaluate(flagged) == []
     # Low values interrupted by a flagged sample restart the count.
@@ -43,13 +63,13 @@ def test_probe_off_samples_never_start_or_feed_the_timer() -> None:
 
 
 def test_a_gap_in_samples_restarts_the_count() -> None:
-    engine = RuleEngine(RulesSection())
+    engine = configured()
     series = spo2_series([92] * 10) + spo2_series([92] * 10, start_seq=11, start_s=30)
     assert engine.evaluate(series) == []
 
 
 def test_low_spo2_escalates_to_critical_then_clears_after_60_s_recovered() -> None:
-    engine = RuleEngine(RulesSection())
+    engine = configured()
     raised = engine.evaluate(spo2_series([92] * 16))
     assert [a.state for a in raised] == [AlertState.RAISED]
     (updated,) = engine.evaluate(spo2_series([87], start_seq=17, start_s=16))
@@ -64,7 +84,7 @@ def test_low_spo2_escalates_to_critical_then_clears_after_60_s_recovered() -> No
 
 
 def test_each_subject_has_its_own_alert() -> None:
-    engine = RuleEngine(RulesSection())
+    engine = configured()
     bed1 = spo2_series([90] * 16, subject="bed-1")
     bed2 = spo2_series([97] * 16, start_seq=100, subject="bed-2", device="plx-other")
     alerts = engine.evaluate([r for pair in zip(bed1, bed2, strict=True) for r in pair])
@@ -72,7 +92,7 @@ def test_each_subject_has_its_own_alert() -> None:
 
 
 def test_fever_uses_the_line_of_the_measurement_site() -> None:
-    engine = RuleEngine(RulesSection())
+    engine = configured()
     axillary = reading(1, TEMP, 37.3, site=Site.AXILLARY)
     oral = reading(2, TEMP, 37.5, site=Site.ORAL, subject="bed-2")
     alerts = engine.evaluate([axillary, oral])
@@ -82,7 +102,7 @@ def test_fever_uses_the_line_of_the_measurement_site() -> None:
 
 
 def test_fever_grades_clears_and_ignores_intermediate_values() -> None:
-    engine = RuleEngine(RulesSection())
+    engine = configured()
     intermediate = reading(
         1, TEMP, 39.5, site=Site.AXILLARY, quality=frozenset({Quality.INTERMEDIATE})
     )
@@ -97,14 +117,14 @@ def test_fever_grades_clears_and_ignores_intermediate_values() -> None:
 
 
 def test_a_temperature_without_a_site_never_raises_fever() -> None:
-    engine = RuleEngine(RulesSection())
+    engine = configured()
     assert engine.evaluate([reading(1, TEMP, 39.0, site=None)]) == []
 
 
 def test_an_active_alert_is_resumed_after_a_restart_and_clears() -> None:
-    first = RuleEngine(RulesSection())
+    first = configured()
     (raised,) = first.evaluate([reading(1, TEMP, 38.0, site=Site.AXILLARY)])
-    second = RuleEngine(RulesSection())
+    second = configured()
     second.restore([raised.payload()])
     (cleared,) = second.evaluate([reading(2, TEMP, 36.5, site=Site.AXILLARY, at_s=60)])
     assert cleared.id == raised.id and cleared.state is AlertState.CLEARED
@@ -112,12 +132,109 @@ def test_an_active_alert_is_resumed_after_a_restart_and_clears() -> None:
 
 def test_replaying_the_same_readings_gives_the_same_alerts() -> None:
     series = spo2_series([97] * 5 + [91] * 20 + [96] * 70)
-    a = [x.payload() for x in RuleEngine(RulesSection()).evaluate(series)]
-    b = [x.payload() for x in RuleEngine(RulesSection()).evaluate(series)]
+    a = [x.payload() for x in configured().evaluate(series)]
+    b = [x.payload() for x in configured().evaluate(series)]
     assert a == b and [x["state"] for x in a] == ["raised", "cleared"]
 
 
 def test_a_steady_fever_does_not_repeat_itself() -> None:
-    engine = RuleEngine(RulesSection())
+    engine = configured()
     steady = [reading(i, TEMP, 38.2, site=Site.AXILLARY, at_s=i * 5) for i in range(1, 6)]
     assert [a.state for a in engine.evaluate(steady)] == [AlertState.RAISED]
+
+
+class OverdueRound:
+    """A rule driven by time alone, standing in for the next issue's ones (missed
+    measurement, silent device): raised on the first tick at or after `due`. It borrows
+    an existing alert kind, being the only rule of its engine."""
+
+    kind = AlertKind.LOW_SPO2
+
+    def __init__(self, due: datetime) -> None:
+        self.due = due
+        self.ticks: list[datetime] = []
+        self._alert: Alert | None = None
+
+    def restore(self, alert: Alert) -> None:
+        self._alert = alert
+
+    def on_reading(self, reading: Reading) -> list[Alert]:
+        return []
+
+    def on_tick(self, now: datetime) -> list[Alert]:
+        self.ticks.append(now)
+        if self._alert is not None or now < self.due:
+            return []
+        self._alert = Alert(
+            id=new_alert_id(self.kind, "bed-9", now),
+            kind=self.kind,
+            subject="bed-9",
+            device="cms50-usb-absent-cms50",
+            severity=Severity.WARNING,
+            state=AlertState.RAISED,
+            raised_at=now,
+            updated_at=now,
+            value=0.0,
+            threshold=0.0,
+        )
+        return [snapshot(self._alert)]
+
+
+@pytest_asyncio.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StoreThread]:
+    """The gateway's store on a SQLite file of the test's own."""
+    thread = StoreThread(tmp_path / "gateway.sqlite3", 64 * 1024 * 1024)
+    await thread.open()
+    yield thread
+    await thread.close()
+
+
+@pytest.mark.asyncio
+async def test_a_tick_reaches_the_rules_with_the_given_time_and_its_alert_is_saved_and_announced(
+    tmp_path: Path, store: StoreThread
+) -> None:
+    config = parse_config(
+        {"gateway": {"id": "gw-test", "township": "t", "data_dir": str(tmp_path)}}, tmp_path
+    )
+    rule = OverdueRound(due=T0 + timedelta(minutes=30))
+    announced: list[Alert] = []
+    pipeline = Pipeline(
+        config,
+        store,
+        DeviceRegistry(config.devices, config.mqtt.status_interval_s),
+        RuleEngine([rule]),
+        ClockWatch(lambda: ClockState.SYNCED),
+        on_committed=lambda: None,
+        on_alerts=announced.extend,
+    )
+    await pipeline.start()
+    try:
+        pipeline.evaluate_clock(T0)
+        pipeline.evaluate_clock(T0 + timedelta(minutes=31))
+        await until(lambda: announced, what="the overdue alert to be announced")
+        pipeline.evaluate_clock(T0 + timedelta(minutes=32))
+    finally:
+        await pipeline.stop()
+    assert rule.ticks == [T0 + timedelta(minutes=m) for m in (0, 31, 32)]
+    (alert,) = announced
+    assert alert.state is AlertState.RAISED and alert.raised_at == T0 + timedelta(minutes=31)
+    # Saved as any alert change: active, and one event waiting in the uplink's outbox.
+    (active,) = await store.call(store.store.active_alerts)
+    assert active == alert.payload()
+    (event,) = await store.call(store.store.undelivered_alert_events, 0, 10)
+    assert json.loads(event.payload) == alert.payload()
+
+
+def test_silence_neither_raises_nor_clears_the_reading_rules() -> None:
+    engine = configured()
+    (raised,) = engine.evaluate(spo2_series([90] * 16))
+    assert raised.state is AlertState.RAISED
+    assert engine.evaluate_tick(T0 + timedelta(hours=6)) == []
+    # Still active after the silence: readings clear it, as always.
+    (cleared,) = engine.evaluate(spo2_series([96] * 61, start_seq=17, start_s=21_600))
+    assert cleared.state is AlertState.CLEARED and cleared.id == raised.id
+
+
+def test_two_rules_raising_the_same_kind_of_alert_are_refused() -> None:
+    with pytest.raises(ValueError, match="two rules raise 'fever' alerts"):
+        RuleEngine([FeverAlerts(FeverParams()), FeverAlerts(FeverParams())])

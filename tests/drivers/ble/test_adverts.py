@@ -15,7 +15,7 @@ from bumble.link import LocalLink
 from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
 from drivers.ble.adverts import AdvertListener
-from drivers.ble.bumble_backend import BumbleRadio, BumbleScanner
+from drivers.ble.bumble import BumbleRadio, BumbleScanner
 from drivers.kinds import classify_advertisement
 from drivers.listener import LinkState
 from drivers.measurement import Metric
@@ -260,6 +260,8 @@ def test_bad_bindings_are_refused(
 
 #: The published MCCGQ02HL test vector (docs/protocols.md 5.2).
 MIBEACON_DOOR_FRAME = bytes.fromhex("58588b09a3ae2181ecaae40e2c553c040000d28a500c")
+#: Battery Service (0x180F): advertised beside the thermometer service by some devices.
+BATTERY_SERVICE = "0000180f-0000-1000-8000-00805f9b34fb"
 
 
 @pytest.mark.parametrize(
@@ -270,7 +272,12 @@ MIBEACON_DOOR_FRAME = bytes.fromhex("58588b09a3ae2181ecaae40e2c553c040000d28a500
         # Another Xiaomi product (LYWSD03MMC thermometer, 0x055B) is not a door sensor.
         (None, [], {uuids.MIBEACON_SERVICE_DATA: bytes.fromhex("58585b05")}, None),
         ("Sim Oximeter", [uuids.PULSE_OXIMETER_SERVICE], {}, "plx"),
-        (None, [uuids.BATTERY_SERVICE, uuids.HEALTH_THERMOMETER_SERVICE], {}, "hts"),
+        (
+            None,
+            ["0000180f-0000-1000-8000-00805f9b34fb", uuids.HEALTH_THERMOMETER_SERVICE],
+            {},
+            "hts",
+        ),
         ("BerryMed", [], {}, "berrymed"),
         (None, [uuids.BERRYMED_SERVICE], {}, "berrymed"),
         ("PC-60F_SN012345", [uuids.NORDIC_UART_SERVICE], {}, "pc60fw"),

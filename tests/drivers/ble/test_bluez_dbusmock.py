@@ -11,7 +11,6 @@ sets `ServicesResolved` as well as `Connected`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import shutil
 import subprocess
 import tempfile
@@ -332,8 +331,8 @@ def watched_config(tmp_path: Path, silence_s: float) -> Config:
         base_dir=tmp_path,
     )
     # Below the configuration's minimum: the test has no time to wait for a real one.
-    bluetooth = dataclasses.replace(config.bluetooth, watchdog_silence_s=silence_s)
-    return dataclasses.replace(config, bluetooth=bluetooth)
+    bluetooth = config.bluetooth.model_copy(update={"watchdog_silence_s": silence_s})
+    return config.model_copy(update={"bluetooth": bluetooth})
 
 
 @pytest.mark.asyncio

@@ -19,7 +19,7 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
 from drivers.ble.berrymed import BciStreamDecoder
-from drivers.ble.bumble_backend import BumbleRadio
+from drivers.ble.bumble import BumbleRadio
 from drivers.ble.hts import parse_temperature_measurement
 from drivers.ble.plx import parse_plx_continuous
 from drivers.kinds import classify_advertisement

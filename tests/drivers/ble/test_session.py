@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from bleak import BleakScanner
 
-from drivers.ble import uuids
 from drivers.ble.adapter import open_ble_adapter
 from drivers.ble.gatt_profiles import HEALTH_THERMOMETER, SiteSource
 from drivers.ble.hts import parse_temperature_type
@@ -58,11 +57,15 @@ async def test_thermometer_readings_carry_the_site_of_its_temperature_type(
     assert b.recorder.states(THERMOMETER)[:2] == [LinkState.CONNECTING, LinkState.CONNECTED]
 
 
+#: Measurement Interval (0x2A21): a characteristic the simulated thermometer lacks.
+MEASUREMENT_INTERVAL = "00002a21-0000-1000-8000-00805f9b34fb"
+
+
 @pytest.mark.asyncio
 async def test_the_configured_site_applies_when_the_device_names_none() -> None:
     # As for a device without the characteristic the profile takes the site from.
     profile = dataclasses.replace(
-        HEALTH_THERMOMETER, site=SiteSource(uuids.MEASUREMENT_INTERVAL, parse_temperature_type)
+        HEALTH_THERMOMETER, site=SiteSource(MEASUREMENT_INTERVAL, parse_temperature_type)
     )
     async with bench(speed=5, interval=1) as b:
         await b.start(THERMOMETER, profile, configured_site=Site.ORAL)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from drivers.errors import MalformedPacket
+from drivers.errors import ChecksumMismatch, ImplausibleValue, MalformedPacket, TruncatedPacket
 from drivers.measurement import Measurement, Metric, Quality
 from drivers.serial.contec import (
     STORED_DATA_REQUEST,
@@ -93,17 +93,18 @@ def test_legacy_sentinels_never_become_readings(packet: bytes, metrics: set[Metr
 
 
 @pytest.mark.parametrize(
-    ("packet", "why"),
+    ("packet", "error", "why"),
     [
-        (LEGACY[:4], "5 bytes, got 4"),
-        (LEGACY + b"\x00", "5 bytes, got 6"),
-        (bytes([0x05]) + LEGACY[1:], "bit 7 set in byte 1 only"),
-        (LEGACY[:4] + b"\xe1", "bit 7 set in byte 1 only"),
+        (LEGACY[:4], TruncatedPacket, "5 bytes, got 4"),
+        (LEGACY + b"\x00", MalformedPacket, "5 bytes, got 6"),
+        (bytes([0x05]) + LEGACY[1:], ChecksumMismatch, "bit 7 set in byte 1 only"),
+        (LEGACY[:4] + b"\xe1", ChecksumMismatch, "bit 7 set in byte 1 only"),
     ],
 )
-def test_legacy_malformed(packet: bytes, why: str) -> None:
-    with pytest.raises(MalformedPacket, match=why):
+def test_legacy_malformed(packet: bytes, error: type[MalformedPacket], why: str) -> None:
+    with pytest.raises(error, match=why) as raised:
         parse_cms50_legacy_packet(packet)
+    assert raised.type is error
 
 
 def test_v46_vector() -> None:
@@ -135,17 +136,19 @@ def test_v46_status_and_sentinels(packet: bytes, metrics: set[Metric]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("packet", "why"),
+    ("packet", "error", "why"),
     [
-        (V46[:8], "9 bytes, got 8"),
-        (b"\x02" + V46[1:], "01 followed by 8 bytes with bit 7 set"),
-        (_v46_with(4, 0x16), "01 followed by 8 bytes with bit 7 set"),
-        (_v46_with(1, 0xE5), "status byte E5 is not E0, E1 or E2"),
+        (V46[:8], TruncatedPacket, "9 bytes, got 8"),
+        (V46 + b"\x80", MalformedPacket, "9 bytes, got 10"),
+        (b"\x02" + V46[1:], ChecksumMismatch, "01 followed by 8 bytes with bit 7 set"),
+        (_v46_with(4, 0x16), ChecksumMismatch, "01 followed by 8 bytes with bit 7 set"),
+        (_v46_with(1, 0xE5), ImplausibleValue, "status byte E5 is not E0, E1 or E2"),
     ],
 )
-def test_v46_malformed(packet: bytes, why: str) -> None:
-    with pytest.raises(MalformedPacket, match=why):
+def test_v46_malformed(packet: bytes, error: type[MalformedPacket], why: str) -> None:
+    with pytest.raises(error, match=why) as raised:
         parse_cms50_v46_packet(packet)
+    assert raised.type is error
 
 
 def test_command_bytes() -> None:
@@ -188,6 +191,7 @@ def test_stream_counts_framed_but_undecodable_v46_packets() -> None:
     decoder = Cms50StreamDecoder(Generation.V46)
     assert len(decoder.feed(V46 + _v46_with(1, 0xE5) + V46)) == 2
     assert (decoder.bad_packets, decoder.garbage_bytes, decoder.packets_in_sync) == (1, 0, 1)
+    assert isinstance(decoder.last_error, ImplausibleValue)
 
 
 @pytest.mark.parametrize("generation", list(Generation))
@@ -228,18 +232,32 @@ def test_capture_decoders_take_a_capture_that_starts_and_ends_mid_packet() -> No
 
 
 @pytest.mark.parametrize(
-    ("decode", "data", "why"),
+    ("decode", "data", "error", "why"),
     [
-        (decode_cms50_legacy, b"", "no complete CMS50 legacy packet in 0 bytes"),
-        (decode_cms50_legacy, LEGACY[:4], "no complete CMS50 legacy packet in 4 bytes"),
-        (decode_cms50_legacy, LEGACY[:4] + b"\x80", "bit 7 set in byte 1 only"),
-        (decode_cms50_v46, _v46_with(1, 0xE7), "status byte E7"),
-        (decode_cms50_v46, LEGACY * 3, "no complete CMS50 v46 packet in 15 bytes"),
+        (decode_cms50_legacy, b"", TruncatedPacket, "no complete CMS50 legacy packet in 0 bytes"),
+        (
+            decode_cms50_legacy,
+            LEGACY[:4],
+            TruncatedPacket,
+            "no complete CMS50 legacy packet in 4 bytes",
+        ),
+        (decode_cms50_legacy, LEGACY[:4] + b"\x80", ChecksumMismatch, "bit 7 set in byte 1 only"),
+        (decode_cms50_v46, _v46_with(1, 0xE7), ImplausibleValue, "status byte E7"),
+        (
+            decode_cms50_v46,
+            LEGACY * 3,
+            ChecksumMismatch,
+            "no complete CMS50 v46 packet in 15 bytes",
+        ),
     ],
 )
 def test_capture_decoders_reject_with_one_clear_line(
-    decode: Callable[[bytes], list[Measurement]], data: bytes, why: str
+    decode: Callable[[bytes], list[Measurement]],
+    data: bytes,
+    error: type[MalformedPacket],
+    why: str,
 ) -> None:
-    with pytest.raises(MalformedPacket, match=why) as err:
+    with pytest.raises(error, match=why) as err:
         decode(data)
+    assert err.type is error
     assert "\n" not in str(err.value)
