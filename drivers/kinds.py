@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from drivers.ble import mibeacon, uuids
-from drivers.ble.advert import AdvertDecoder
+from drivers.ble.advert_decoder import AdvertDecoder
 from drivers.ble.bthome import BthomeDecoder, parse_bthome
 from drivers.ble.gatt_profiles import (
     BERRYMED,

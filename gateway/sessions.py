@@ -21,7 +21,7 @@ from gateway.config import Config, DeviceConfig
 
 if TYPE_CHECKING:
     from drivers.ble.adapter import BleAdapter
-    from drivers.ble.adverts import AdvertListener
+    from drivers.ble.advert_listener import AdvertListener
     from drivers.ble.watchdog import AdapterWatchdog
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class DeviceSessions:
         }
         if self._adapter is None or not bound:
             return None
-        from drivers.ble.adverts import AdvertListener
+        from drivers.ble.advert_listener import AdvertListener
 
         self._adverts = AdvertListener(self._adapter, self._ble_listener(links=False), bound)
         return self._adverts

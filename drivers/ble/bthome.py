@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.ble.advert import MIC_LENGTH, AdvertDecoder, ccm_decrypt, parse_mac
+from drivers.ble.advert_decoder import MIC_LENGTH, AdvertDecoder, ccm_decrypt, parse_mac
 from drivers.ble.battery import battery_measurement
 from drivers.errors import DowngradedPacket, ImplausibleValue, MalformedPacket, TruncatedPacket
 from drivers.measurement import Measurement, Metric

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.ble.advert import (
+from drivers.ble.advert_decoder import (
     MIC_LENGTH,
     AdvertDecoder,
     ccm_decrypt,

@@ -24,7 +24,7 @@ from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from drivers.ble.advert import MIC_LENGTH, check_key
+from drivers.ble.advert_decoder import MIC_LENGTH, check_key
 from firmware_sim.ble_radio import VirtualController
 
 _NON_CONNECTABLE = AdvertisingEventProperties(
@@ -37,7 +37,7 @@ def ccm_encrypt(
     key: bytes, nonce: bytes, plaintext: bytes, aad: bytes | None
 ) -> tuple[bytes, bytes]:
     """AES-128-CCM with a 4-byte MIC, as the sensors seal their objects: the inverse of
-    `drivers.ble.advert.ccm_decrypt`. Returns (ciphertext, MIC)."""
+    `drivers.ble.advert_decoder.ccm_decrypt`. Returns (ciphertext, MIC)."""
     sealed = AESCCM(check_key(key), tag_length=MIC_LENGTH).encrypt(nonce, plaintext, aad)
     return sealed[:-MIC_LENGTH], sealed[-MIC_LENGTH:]
 

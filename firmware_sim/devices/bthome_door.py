@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bumble.link import LocalLink
 
-from drivers.ble.advert import parse_mac
+from drivers.ble.advert_decoder import parse_mac
 from drivers.ble.bthome import BATTERY, ENCRYPTED, PACKET_ID, UUID16
 from firmware_sim.devices.advertiser import AdvertisingDoorSensor, ccm_encrypt
 

@@ -14,7 +14,7 @@ import struct
 
 from bumble.link import LocalLink
 
-from drivers.ble.advert import parse_mac
+from drivers.ble.advert_decoder import parse_mac
 from drivers.ble.mibeacon import (
     AAD,
     DOOR_CLOSED,

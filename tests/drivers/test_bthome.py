@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from drivers.ble.advert import ccm_decrypt
+from drivers.ble.advert_decoder import ccm_decrypt
 from drivers.ble.bthome import BthomeDecoder, parse_bthome
 from drivers.errors import (
     DecryptionFailed,

@@ -33,7 +33,7 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
 from drivers.ble.adapter import BleAdapter
-from drivers.ble.advert import AdvertDecoder, format_mac, parse_mac
+from drivers.ble.advert_decoder import AdvertDecoder, format_mac, parse_mac
 from drivers.errors import RefusedPacket
 from drivers.kinds import KINDS, Transport, classify_advertisement, kinds_of
 from drivers.listener import LinkState, SessionListener

@@ -14,7 +14,7 @@ from bumble.link import LocalLink
 
 from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
-from drivers.ble.adverts import AdvertListener
+from drivers.ble.advert_listener import AdvertListener
 from drivers.ble.bumble import BumbleRadio, BumbleScanner
 from drivers.kinds import classify_advertisement
 from drivers.listener import LinkState
