@@ -10,8 +10,6 @@ SpO2 127 and PR 255 (no reading). The Battery Level can be read but is not notif
 
 from __future__ import annotations
 
-from typing import Self
-
 from bumble import gatt
 from bumble.core import UUID
 from bumble.link import LocalLink
@@ -21,7 +19,6 @@ from drivers.ble.berrymed import PR_INVALID, SPO2_INVALID, SYNC
 from firmware_sim.devices.peripheral import (
     ScenarioClock,
     StreamingPeripheral,
-    TwinOptions,
     uart_characteristics,
 )
 from firmware_sim.scenarios import beats_at, oximeter_at, pulse_wave_at
@@ -70,19 +67,6 @@ PROBE_OFF_PACKET = bytes(
 
 class BerryMedOximeter(StreamingPeripheral):
     default_address = DEFAULT_ADDRESS
-
-    @classmethod
-    def simulate(
-        cls, link: LocalLink, address: str, clock: ScenarioClock, options: TwinOptions
-    ) -> Self:
-        return cls(
-            link,
-            address,
-            scenario=options.scenario,
-            clock=clock,
-            garbage_every=options.garbage_every,
-            advertising_interval_ms=options.advertising_interval_ms,
-        )
 
     #: A false sync byte and two strays: a decoder drops exactly these three.
     garbage = bytes([0xFF, 0x13, 0x37])

@@ -12,7 +12,7 @@ Thermometer Service requires when that characteristic is present.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Self
+from typing import Any
 
 from bumble import gatt
 from bumble.core import UUID
@@ -39,20 +39,13 @@ class HealthThermometer(SimulatedPeripheral):
     default_address = DEFAULT_ADDRESS
 
     @classmethod
-    def simulate(
-        cls, link: LocalLink, address: str, clock: ScenarioClock, options: TwinOptions
-    ) -> Self:
-        return cls(
-            link,
-            address,
-            scenario=options.scenario,
-            clock=clock,
-            interval=options.interval,
-            fahrenheit=options.fahrenheit,
-            intermediate=options.intermediate,
-            malformed_every=options.malformed_every,
-            advertising_interval_ms=options.advertising_interval_ms,
-        )
+    def own_options(cls, options: TwinOptions) -> dict[str, Any]:
+        return {
+            "interval": options.interval,
+            "fahrenheit": options.fahrenheit,
+            "intermediate": options.intermediate,
+            "malformed_every": options.malformed_every,
+        }
 
     def __init__(
         self,

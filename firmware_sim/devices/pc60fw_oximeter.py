@@ -10,8 +10,6 @@ is flat.
 
 from __future__ import annotations
 
-from typing import Self
-
 from bumble import gatt
 from bumble.core import UUID
 from bumble.link import LocalLink
@@ -21,7 +19,6 @@ from drivers.ble.pc60fw import SYNC, TYPE_BATTERY, TYPE_READINGS, crc8_maxim
 from firmware_sim.devices.peripheral import (
     ScenarioClock,
     StreamingPeripheral,
-    TwinOptions,
     uart_characteristics,
 )
 from firmware_sim.scenarios import oximeter_at, pulse_wave_at
@@ -55,19 +52,6 @@ def readings_frame(spo2: int, pulse_rate: int, perfusion_tenths: int) -> bytes:
 
 class Pc60fwOximeter(StreamingPeripheral):
     default_address = DEFAULT_ADDRESS
-
-    @classmethod
-    def simulate(
-        cls, link: LocalLink, address: str, clock: ScenarioClock, options: TwinOptions
-    ) -> Self:
-        return cls(
-            link,
-            address,
-            scenario=options.scenario,
-            clock=clock,
-            garbage_every=options.garbage_every,
-            advertising_interval_ms=options.advertising_interval_ms,
-        )
 
     #: A false start of frame: a decoder drops exactly these three bytes.
     garbage = bytes([0xAA, 0x13, 0x37])

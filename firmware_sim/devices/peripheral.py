@@ -143,11 +143,24 @@ class SimulatedPeripheral(ABC):
         self._pending: set[asyncio.Task[None]] = set()
 
     @classmethod
-    @abstractmethod
     def simulate(
         cls, link: LocalLink, address: str, clock: ScenarioClock, options: TwinOptions
     ) -> Self:
-        """This twin at `address`, with the options that apply to it."""
+        """This twin at `address`: the options every twin takes, and its own."""
+        twin: Any = cls  # each twin's constructor takes these keywords, and its own
+        return twin(
+            link,
+            address,
+            scenario=options.scenario,
+            clock=clock,
+            advertising_interval_ms=options.advertising_interval_ms,
+            **cls.own_options(options),
+        )
+
+    @classmethod
+    def own_options(cls, options: TwinOptions) -> dict[str, Any]:
+        """The keywords of this twin's constructor that come from `options`."""
+        return {}
 
     @abstractmethod
     async def send_due(self, t: float) -> None:
@@ -250,6 +263,10 @@ class StreamingPeripheral(SimulatedPeripheral):
 
     #: Bytes that decode as no packet and make a decoder resynchronise.
     garbage: bytes
+
+    @classmethod
+    def own_options(cls, options: TwinOptions) -> dict[str, Any]:
+        return {"garbage_every": options.garbage_every}
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from datetime import datetime
-from typing import Self
+from typing import Any
 
 from bumble import gatt
 from bumble.core import UUID
@@ -50,18 +50,11 @@ class PlxOximeter(SimulatedPeripheral):
     default_address = DEFAULT_ADDRESS
 
     @classmethod
-    def simulate(
-        cls, link: LocalLink, address: str, clock: ScenarioClock, options: TwinOptions
-    ) -> Self:
-        return cls(
-            link,
-            address,
-            scenario=options.scenario,
-            clock=clock,
-            spot_check_interval=options.spot_check_interval,
-            malformed_every=options.malformed_every,
-            advertising_interval_ms=options.advertising_interval_ms,
-        )
+    def own_options(cls, options: TwinOptions) -> dict[str, Any]:
+        return {
+            "spot_check_interval": options.spot_check_interval,
+            "malformed_every": options.malformed_every,
+        }
 
     def __init__(
         self,
