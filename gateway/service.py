@@ -224,6 +224,7 @@ class GatewayService:
             },
             "bluetooth": self.sessions.adapter_health(),
             "discovered": self.sessions.discovered(),
+            "refused_packets": self.devices.refused_totals(),
         }
 
     def device_records(self) -> list[dict[str, Any]]:
@@ -247,7 +248,7 @@ class GatewayService:
             "clock": health["clock"],
             "queue": health["queue"],
             "bluetooth": health["bluetooth"],
-            "refused_packets": self.devices.refused_totals(),
+            "refused_packets": health["refused_packets"],
             "devices": {
                 "configured": len(devices),
                 "connected": sum(1 for d in devices if d["link"] == "connected"),

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
+from gateway.web.models import AlertRecord, DeviceRecord, ReadingRecord, Status
+
 
 class StatusSource(Protocol):
     """What the page needs from the running service."""
@@ -30,7 +32,7 @@ def create_app(source: StatusSource) -> FastAPI:
     async def status_page() -> str:
         return page
 
-    @app.get("/api/status")
+    @app.get("/api/status", response_model=Status)
     async def status() -> dict[str, Any]:
         return {
             **source.health(),
@@ -38,15 +40,15 @@ def create_app(source: StatusSource) -> FastAPI:
             "active_alerts": await source.active_alerts(),
         }
 
-    @app.get("/api/devices")
+    @app.get("/api/devices", response_model=list[DeviceRecord])
     async def devices() -> list[dict[str, Any]]:
         return source.device_records()
 
-    @app.get("/api/alerts")
+    @app.get("/api/alerts", response_model=list[AlertRecord])
     async def alerts() -> list[dict[str, Any]]:
         return await source.active_alerts()
 
-    @app.get("/api/readings")
+    @app.get("/api/readings", response_model=list[ReadingRecord])
     async def readings(
         limit: int = Query(50, ge=1, le=1000), device: str | None = Query(None, max_length=80)
     ) -> list[dict[str, Any]]:

@@ -151,8 +151,12 @@ def test_a_fever_raises_an_alert_on_its_own_topic(ward: tuple[Subscriber, Gatewa
         lambda s: [p for _, p, _ in s.snapshot("/alerts/active") if p["alerts"]], 10
     )
     assert [a["id"] for a in active[-1]["alerts"]] == [alert["id"]]
-    evidence = {r["id"]: r for r in sub.readings()}
-    cause = evidence[alert["evidence"][0]]
+    # Alert events go out before readings: the reading it cites may still be on its way.
+    cause = sub.wait_for(
+        lambda s: {r["id"]: r for r in s.readings()}.get(alert["evidence"][0]),
+        10,
+        "the reading the alert cites",
+    )
     assert cause["metric"] == "body_temperature" and cause["value"] == 38.2
 
 

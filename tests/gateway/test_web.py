@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from drivers.listener import LinkState
 from drivers.measurement import Measurement, Metric, Quality
 from gateway.broker import Mosquitto
 from gateway.config import load_config
@@ -39,6 +40,12 @@ async def test_the_api_reports_health_devices_and_readings(
             assert len(by_device.json()) == 1
             page = await web.get("/")
             assert page.status_code == 200 and "Bedside gateway" in page.text
+            # /api/docs documents real types: the same enums the contract publishes.
+            schemas = (await web.get("/openapi.json")).json()["components"]["schemas"]
+            assert schemas["LinkState"]["enum"] == [s.value for s in LinkState]
+            device_fields = schemas["DeviceRecord"]["properties"]
+            assert {"malformed_packets", "security_rejections"} <= set(device_fields)
+            assert status["refused_packets"] == {"malformed": 0, "security": 0}
     finally:
         await service.stop()
 
