@@ -36,7 +36,8 @@ from gateway.config_table import ConfigTable
 from gateway.rules.registry import RulesSection
 
 _ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
-_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: A bed, resident or gateway code: letters, digits, - _ . (never a name with spaces).
+CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOPIC_PART = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _AES_KEY = re.compile(r"^[0-9A-Fa-f]{32}$")
 
@@ -90,13 +91,13 @@ def _readable(path: Path) -> Path:
 
 
 def _code(value: str) -> str:
-    if not _CODE.fullmatch(value):
+    if not CODE.fullmatch(value):
         raise ValueError(f"{value!r} must be letters, digits, '-', '_' or '.'")
     return value
 
 
 def _subject(value: str) -> str:
-    if not _CODE.fullmatch(value):
+    if not CODE.fullmatch(value):
         raise ValueError(
             "must be a bed or pseudonymous code (letters, digits, - _ .), never a name"
         )

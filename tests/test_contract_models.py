@@ -1,98 +1,159 @@
-"""The published contract (gateway/contract/*.json, which docs/asyncapi.yaml refers to)
-is tested equal to the models the code publishes from: every enum is the code's enum,
-every object carries exactly the fields the code writes. An enum or a field changed in
-the code and not in the contract (or the other way round) fails here, before a server
+"""The MQTT contract is one model (gateway/contract/models.py, in the code's own enums):
+the published JSON Schemas are generated from it, docs/asyncapi.yaml publishes them on
+their topics, and what a running gateway publishes is exactly what the models say. An
+enum or a field changed in the code and not in the contract fails here, before a server
 meets it."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from enum import Enum
-from importlib import resources
+import re
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from jsonschema import Draft202012Validator, FormatChecker
+from pydantic import BaseModel
 
-from drivers.kinds import KINDS
-from drivers.listener import AdapterState, LinkState
-from drivers.measurement import UNITS, Metric, Quality, Site
-from gateway.devices import DeviceStatus
-from gateway.model import AlertKind, AlertState, ClockState, Severity
-from tests.conftest import REPO
-from tests.contract import _REGISTRY
-from tests.gateway.helpers import reading
+from drivers.errors import ReplayedPacket, TruncatedPacket
+from drivers.measurement import Measurement, Metric, Quality, Site
+from gateway.broker import Mosquitto
+from gateway.config import load_config
+from gateway.contract.models import AlertEvent, Device, ReadingMessage, Status
+from gateway.contract.schemas import DIRECTORY, FILES, texts
+from gateway.service import GatewayService
+from tests.conftest import REPO, Subscriber, write_config
+from tests.contract import assert_contract, assert_exactly, schema_for, validator
+from tests.gateway.helpers import DEVICE, PORT_PATH, until
+
+ASYNCAPI = REPO / "docs" / "asyncapi.yaml"
+SCHEMA_REF = "../gateway/contract/"
 
 
-def schema(name: str) -> dict[str, Any]:
-    text = resources.files("gateway.contract").joinpath(f"{name}.json").read_text()
-    return json.loads(text)
+def test_the_published_schemas_are_generated_from_the_models() -> None:
+    generated = texts()
+    published = {path.name: path.read_text(encoding="utf-8") for path in DIRECTORY.glob("*.json")}
+    stale = sorted(
+        n for n in generated.keys() | published.keys() if generated.get(n) != published.get(n)
+    )
+    assert not stale, f"{stale} differ from the models: run `python -m gateway.contract`"
 
 
-def at(node: dict[str, Any], *path: str) -> dict[str, Any]:
-    for key in path:
+@pytest.mark.asyncio
+async def test_what_the_gateway_publishes_is_exactly_the_contract(
+    tmp_path: Path, mosquitto: Mosquitto, subscriber_factory: Callable[[int], Subscriber]
+) -> None:
+    """Every message of a running gateway, of every topic: readings of each value type,
+    an alert, the retained sets with a device's counts, status online and offline."""
+    server = subscriber_factory(mosquitto.port)
+    service = GatewayService(load_config(write_config(tmp_path, mosquitto.port, devices=DEVICE)))
+    await service.start()
+    try:
+        pipeline = service.pipeline
+        pipeline.on_refused(PORT_PATH, ReplayedPacket("counter went back"), b"\x01")
+        pipeline.on_refused(PORT_PATH, TruncatedPacket("3 bytes, 5 needed"), b"\x02")
+        pipeline.on_device_info(PORT_PATH, {"model": "CMS50 (USB serial)"})
+        pipeline.on_signal(PORT_PATH, -61)
+        flagged = frozenset({Quality.PROBE_OFF, Quality.LOW_PERFUSION})
+        fever = Measurement(
+            Metric.BODY_TEMPERATURE, 38.5, site=Site.AXILLARY, measured_at=datetime(2026, 11, 22, 8)
+        )
+        pipeline.on_measurements(PORT_PATH, [Measurement(Metric.SPO2, 91, flagged), fever])
+        pipeline.on_measurements(PORT_PATH, [Measurement(Metric.DOOR_OPEN, True)])
+        await until(lambda: service.uplink.health.delivered_readings == 3, what="delivered")
+        await until(
+            lambda: any(
+                d["security_rejections"] == 1 and d["info"]
+                for _, p, _ in server.snapshot("/devices")
+                for d in p["devices"]
+            ),
+            what="the devices inventory with the counts",
+        )
+        await until(lambda: server.snapshot("/alerts/active")[-1][1]["alerts"], what="active")
+    finally:
+        await service.stop()
+    server.wait_for(lambda s: s.snapshot("/status")[-1][1]["state"] == "offline", 10, "offline")
+
+    messages = server.snapshot()
+    for topic, payload, _ in messages:
+        assert_exactly(FILES[schema_for(topic)], payload)
+        assert_contract(topic, payload)
+    assert {schema_for(topic) for topic, _, _ in messages} == set(FILES)
+    assert {p["state"] for _, p, _ in server.snapshot("/status")} == {"online", "offline"}
+
+
+def asyncapi() -> dict[str, Any]:
+    return yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8"))
+
+
+def resolve(document: dict[str, Any], ref: str) -> Any:
+    node: Any = document
+    for key in ref.removeprefix("#/").split("/"):
         node = node[key]
     return node
 
 
-def values(enum: type[Enum]) -> list[Any]:
-    return [member.value for member in enum]
-
-
-READING = ("reading-message", "$defs", "reading", "properties")
-DEVICE = ("devices", "properties", "devices", "items", "properties")
-
-ENUMS = [
-    ((*READING, "metric"), values(Metric)),
-    ((*READING, "unit"), list(dict.fromkeys(UNITS.values()))),
-    ((*READING, "site"), [*values(Site), None]),
-    ((*READING, "quality", "items"), values(Quality)),
-    ((*READING, "clock"), values(ClockState)),
-    (("alert-event", "properties", "kind"), values(AlertKind)),
-    (("alert-event", "properties", "state"), values(AlertState)),
-    (("alert-event", "properties", "severity"), values(Severity)),
-    (("status", "properties", "clock"), values(ClockState)),
-    (("status", "properties", "bluetooth", "properties", "state"), values(AdapterState)),
-    ((*DEVICE, "link"), values(LinkState)),
-    ((*DEVICE, "kind"), list(KINDS)),
-]
-
-
-@pytest.mark.parametrize(("path", "code"), ENUMS, ids=[" ".join(p[::2]) for p, _ in ENUMS])
-def test_every_enum_of_the_contract_is_the_codes(path: tuple[str, ...], code: list[Any]) -> None:
-    published = at(schema(path[0]), *path[1:])["enum"]
-    assert sorted(map(str, published)) == sorted(map(str, code))
-
-
-def test_a_reading_carries_exactly_the_published_fields() -> None:
-    published = at(schema("reading-message"), *READING[1:])
-    assert (
-        set(reading(1).payload())
-        == set(published)
-        == set(at(schema("reading-message"), "$defs", "reading")["required"])
-    )
-
-
-def test_a_device_record_carries_exactly_the_published_fields() -> None:
-    record = DeviceStatus("plx-f00000000002", "plx", "F0:00:00:00:00:02", "bed-1").record()
-    assert set(record) == set(at(schema("devices"), *DEVICE[1:]))
-    assert {f.name for f in dataclasses.fields(DeviceStatus)} == set(record)
-
-
-def test_the_asyncapi_examples_are_valid_messages() -> None:
-    """docs/asyncapi.yaml's payloads are the contract's schemas, and its examples obey them."""
-    document = yaml.safe_load((REPO / "docs" / "asyncapi.yaml").read_text(encoding="utf-8"))
+def test_the_asyncapi_document_publishes_each_schema_on_its_topic() -> None:
+    """Each message's payload is one of the schema files, each file is one message's, and
+    each channel's address is a topic whose messages that schema describes."""
+    document = asyncapi()
     messages = document["components"]["messages"]
-    assert messages, "the AsyncAPI document lists no messages"
+    payload_file = {}
     for name, message in messages.items():
         ref = message["payload"]["schema"]["$ref"]
-        assert ref.startswith("../gateway/contract/"), (name, ref)
-        file = ref.rsplit("/", 1)[1]
-        validator = Draft202012Validator(
-            schema(file.removesuffix(".json")), registry=_REGISTRY, format_checker=FormatChecker()
-        )
-        for example in message.get("examples", []):
-            errors = list(validator.iter_errors(example["payload"]))
-            assert not errors, f"{name} example: {errors[0].message}"
+        assert ref.startswith(SCHEMA_REF), (name, ref)
+        assert message["name"] == name
+        payload_file[name] = ref.removeprefix(SCHEMA_REF)
+    assert sorted(payload_file.values()) == sorted(FILES)
+
+    parameters = document["components"]["parameters"]
+    examples = {name: parameter["examples"][0] for name, parameter in parameters.items()}
+    for name, channel in document["channels"].items():
+        topic = channel["address"].format(**examples)
+        (message,) = (resolve(document, m["$ref"]) for m in channel["messages"].values())
+        assert schema_for(topic) == payload_file[message["name"]], name
+    for name, operation in document["operations"].items():
+        channel = resolve(document, operation["channel"]["$ref"])
+        for ref in operation["messages"]:
+            assert resolve(document, ref["$ref"]) in channel["messages"].values(), name
+
+
+@pytest.mark.parametrize("message", sorted(asyncapi()["components"]["messages"]))
+def test_the_asyncapi_examples_are_complete_valid_messages(message: str) -> None:
+    document = asyncapi()["components"]["messages"][message]
+    file = document["payload"]["schema"]["$ref"].removeprefix(SCHEMA_REF)
+    assert document["examples"], f"{message} has no example"
+    for example in document["examples"]:
+        errors = sorted(validator(file).iter_errors(example["payload"]), key=str)
+        assert not errors, f"{example['name']}: {errors[0].message}"
+        assert_exactly(FILES[file], example["payload"])
+
+
+def documented_payloads() -> Iterator[dict[str, Any]]:
+    """Every JSON object of the examples in docs/mqtt-contract.md (a block may hold more
+    than one)."""
+    text = (REPO / "docs" / "mqtt-contract.md").read_text(encoding="utf-8")
+    decoder = json.JSONDecoder()
+    for block in re.findall(r"```json\n(.*?)```", text, re.DOTALL):
+        rest = block.strip()
+        while rest:
+            payload, end = decoder.raw_decode(rest)
+            yield payload
+            rest = rest[end:].lstrip()
+
+
+def test_the_examples_of_the_contract_document_are_complete_valid_payloads() -> None:
+    by_field: dict[str, type[BaseModel]] = {
+        "readings": ReadingMessage,
+        "evidence": AlertEvent,
+        "link": Device,  # one entry of `devices`
+        "state": Status,
+    }
+    shown = set()
+    for payload in documented_payloads():
+        model = next(m for field, m in by_field.items() if field in payload)
+        assert_exactly(model, payload)
+        shown.add(model)
+    assert shown == set(by_field.values())

@@ -9,7 +9,8 @@ from typing import Any, Protocol
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
-from gateway.web.models import AlertRecord, DeviceRecord, ReadingRecord, Status
+from gateway.contract.models import AlertEvent, Device
+from gateway.web.models import ReadingRecord, Status
 
 
 class StatusSource(Protocol):
@@ -40,11 +41,11 @@ def create_app(source: StatusSource) -> FastAPI:
             "active_alerts": await source.active_alerts(),
         }
 
-    @app.get("/api/devices", response_model=list[DeviceRecord])
+    @app.get("/api/devices", response_model=list[Device])
     async def devices() -> list[dict[str, Any]]:
         return source.device_records()
 
-    @app.get("/api/alerts", response_model=list[AlertRecord])
+    @app.get("/api/alerts", response_model=list[AlertEvent])
     async def alerts() -> list[dict[str, Any]]:
         return await source.active_alerts()
 

@@ -5,6 +5,7 @@ power cycle and the watchdog in the gateway's sessions: test_bluez_dbusmock.py.)
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import pytest
@@ -17,7 +18,7 @@ from drivers.listener import AdapterState, LinkState, SessionListener
 from drivers.measurement import Measurement, Metric
 from firmware_sim.ble_main import SimulatedWard
 from firmware_sim.devices import health_thermometer
-from tests.contract import assert_contract
+from gateway.contract.models import Bluetooth
 from tests.drivers.recording_listener import WAIT_S, RecordingListener
 
 SILENCE = 300.0
@@ -78,8 +79,7 @@ async def test_silence_restarts_scanning_then_power_cycles_then_starts_over() ->
     assert health["last_action"] == "power cycle" and health["last_action_at"] is not None
     assert (health["scan_restarts"], health["power_cycles"]) == (2, 2)
     # The status message's contract, for its `bluetooth` part.
-    status = {"gateway": "gw-test", "state": "offline", "bluetooth": {"adapter": "bluez", **health}}
-    assert_contract("vitals/v1/town/gw-test/status", status)
+    Bluetooth.model_validate_json(json.dumps({"adapter": "bluez", **health}), strict=True)
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,261 @@
+"""Every MQTT payload the gateway publishes, as Pydantic models in the code's own enums.
+
+The JSON Schemas beside this module are generated from these models
+(`python -m gateway.contract`), so an enum edited in the code changes the published
+contract. The gateway does not build its payloads through these models (a reading's
+payload is on the hot path): the tests check that what the code builds validates here.
+
+Readings and alerts are closed objects (`additionalProperties: false`). `status` and
+`devices` may gain fields in a later version: servers should ignore fields they do not
+know there, except in a device entry and in `refused_packets`, which are closed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
+
+from drivers.kinds import KINDS
+from drivers.listener import AdapterState, LinkState
+from drivers.measurement import UNITS, Metric, Quality, Site
+from gateway.config import CODE
+from gateway.model import AlertKind, AlertState, ClockState, Severity
+
+if TYPE_CHECKING:
+    Unit = str | None
+    DeviceKind = str
+else:
+    #: The UCUM units of the metrics (`drivers.measurement.UNITS`); null for booleans.
+    Unit = Literal[tuple(dict.fromkeys(UNITS.values()))]
+    #: The configuration's device kinds (`drivers.kinds.KINDS`).
+    DeviceKind = Literal[tuple(KINDS)]
+
+#: The steps of the Bluetooth adapter watchdog (`drivers/ble/watchdog.py`).
+WatchdogAction = Literal["restart scan", "power cycle"]
+
+
+def _rfc3339(value: str) -> str:
+    """A time as the gateway writes it: ISO 8601 with a zone offset (a JSON string, kept
+    as written, so a model never rewrites a time's text)."""
+    if datetime.fromisoformat(value).tzinfo is None:
+        raise ValueError(f"{value!r} has no zone offset")
+    return value
+
+
+Timestamp = Annotated[
+    str, AfterValidator(_rfc3339), WithJsonSchema({"type": "string", "format": "date-time"})
+]
+#: A bed or pseudonymous code, as the configuration accepts it: never a name.
+Subject = Annotated[str, Field(pattern=CODE.pattern)]
+Count = Annotated[int, Field(ge=0)]
+Number = float | bool
+
+
+def _unique(flags: list[Quality]) -> list[Quality]:
+    if len(set(flags)) != len(flags):
+        raise ValueError("quality flags repeat")
+    return flags
+
+
+Flags = Annotated[
+    list[Quality], AfterValidator(_unique), Field(json_schema_extra={"uniqueItems": True})
+]
+
+
+class _Closed(BaseModel):
+    """An object with exactly these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    """An object that may gain fields in a later version."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- readings/<device> ---------------------------------------------------------------
+
+
+class Reading(_Closed):
+    id: str = Field(description="<gateway>-<seq>: stable; a resend carries the same id")
+    seq: int = Field(ge=1, description="per gateway, strictly increasing in acceptance order")
+    device: str
+    subject: Subject | None = Field(
+        description="bed or pseudonymous code; null when the device is not bound"
+    )
+    metric: Metric
+    value: Number = Field(description="boolean only for door_open")
+    unit: Unit = Field(description="UCUM code of the metric; null for booleans")
+    site: Site | None = Field(description="measurement site of a temperature; null otherwise")
+    quality: Flags = Field(description="quality flags, sorted; empty: a good, final value")
+    measured_at: Timestamp | None = Field(description="device clock, when the device sent one")
+    received_at: Timestamp = Field(description="gateway clock when it received the value")
+    clock: ClockState = Field(
+        description="whether the gateway clock was synchronised when it received the reading"
+    )
+
+
+class ReadingMessage(_Closed):
+    model_config = ConfigDict(title="readings/<device>: a batch of one device's readings")
+
+    gateway: str
+    device: str
+    backlog: bool = Field(
+        description="true when sent from the backlog after an outage; live readings may"
+        " arrive ahead of backlog ones: order by seq"
+    )
+    readings: list[Reading] = Field(min_length=1)
+
+
+# --- alerts and alerts/active --------------------------------------------------------
+
+
+class AlertEvent(_Closed):
+    model_config = ConfigDict(
+        title="alerts: one change of one alert (also the items of alerts/active)"
+    )
+
+    id: str = Field(
+        description="stable for the life of the alert; raised, updated and cleared events share it"
+    )
+    kind: AlertKind
+    state: AlertState
+    severity: Severity
+    subject: Subject | None
+    device: str
+    value: float = Field(description="the latest value that changed the alert")
+    threshold: float = Field(description="the line that was crossed")
+    site: Site | None = Field(description="temperature site of a fever; null otherwise")
+    raised_at: Timestamp
+    updated_at: Timestamp
+    cleared_at: Timestamp | None
+    evidence: list[str] = Field(
+        description="ids of the readings that caused the alert (the latest 20)"
+    )
+
+
+class ActiveAlerts(_Closed):
+    model_config = ConfigDict(title="alerts/active (retained): every alert not cleared")
+
+    gateway: str
+    alerts: list[AlertEvent] = Field(description="the latest event of each, by updated_at")
+
+
+# --- status --------------------------------------------------------------------------
+
+
+class Queue(_Open):
+    """Refreshed every 5 s."""
+
+    undelivered: Count = Field(description="readings waiting for a PUBACK")
+    oldest_undelivered_at: Timestamp | None = Field(
+        description="received_at of the oldest of them, or null"
+    )
+    undelivered_alert_events: Count = Field(description="alert events waiting for a PUBACK")
+    store_bytes: Count = Field(description="bytes of data in the gateway's SQLite store")
+    evicted_undelivered: Count = Field(
+        description="readings deleted undelivered because the store was full (ever)"
+    )
+
+
+class Bluetooth(_Open):
+    """The adapter; with the watchdog on, also its last step and counts."""
+
+    adapter: str
+    state: AdapterState
+    error: str = Field(description="why the adapter is unavailable; empty otherwise")
+    last_action: WatchdogAction | None = Field(
+        default=None, description="the watchdog's last step, null before the first"
+    )
+    last_action_at: Timestamp | None = None
+    scan_restarts: Count = Field(default=0, description="with the watchdog on, since the start")
+    power_cycles: Count = Field(default=0, description="with the watchdog on, since the start")
+
+
+class RefusedPackets(_Closed):
+    malformed: Count = Field(description="sum of the devices' malformed_packets")
+    security: Count = Field(description="sum of the devices' security_rejections")
+
+
+class DeviceCounts(_Open):
+    configured: Count
+    connected: Count = Field(description="devices whose link is connected now")
+
+
+class OnlineStatus(_Open):
+    gateway: str
+    state: Literal["online"]
+    version: str
+    time: Timestamp = Field(description="gateway clock when the message was built")
+    started_at: Timestamp
+    clock: ClockState
+    queue: Queue
+    bluetooth: Bluetooth
+    refused_packets: RefusedPackets = Field(
+        description="packets refused, over all configured devices: malformed (radio noise)"
+        " apart from security rejections (maybe an attack)"
+    )
+    devices: DeviceCounts
+
+
+class OfflineStatus(_Open):
+    """Published by the gateway on a clean stop, and the Last Will."""
+
+    gateway: str
+    state: Literal["offline"]
+
+
+class Status(RootModel[Annotated[OnlineStatus | OfflineStatus, Field(discriminator="state")]]):
+    model_config = ConfigDict(
+        title="status (retained): online with a health summary, or offline (Last Will)"
+    )
+
+
+# --- devices -------------------------------------------------------------------------
+
+
+class LastValue(_Open):
+    """A device's last value of one metric, as `bedside-gateway decode` prints it."""
+
+    metric: Metric
+    value: Number
+    unit: Unit
+    quality: Flags
+    site: Site | None = None
+    measured_at: str | None = Field(
+        default=None, description="the device's local time, without a zone"
+    )
+
+
+class Device(_Closed):
+    id: str
+    kind: DeviceKind
+    address: str = Field(description="Bluetooth address, or the serial port of a cms50")
+    subject: Subject | None
+    link: LinkState
+    link_detail: str = Field(description="short reason for the link state")
+    info: dict[str, str] = Field(description="identity read from the device")
+    battery: float | None = Field(description="last battery percentage")
+    rssi: int | None = Field(description="signal strength in dBm; null until heard")
+    last_seen: Timestamp | None
+    last_values: dict[Metric, LastValue] = Field(description="the last value of each metric")
+    malformed_packets: Count = Field(
+        description="packets that could not be decoded (truncated, bad checksum,"
+        " implausible): radio noise"
+    )
+    security_rejections: Count = Field(
+        description="packets refused by a security check (replayed, clear text from a"
+        " device with a key, failed decryption): maybe an attack"
+    )
+
+
+class Devices(_Open):
+    model_config = ConfigDict(
+        title="devices (retained): inventory and binding of devices to subjects"
+    )
+
+    gateway: str
+    devices: list[Device]
