@@ -2,8 +2,8 @@
 
 Code, tests and docs cite `docs/protocols.md` and `docs/ble-simulation.md` by section
 number, and the bumble/dbusmock pitfalls by number ("pitfall 3"). A citation of a section
-that was renumbered or removed, or of the notes by a name or path outside the
-repository, sends the reader nowhere: these tests name each such citation.
+that was renumbered or removed, of a document the repository does not hold, or of a
+path outside the repository, sends the reader nowhere: these tests name each one.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ CITATIONS = {
     SIMULATION: re.compile(r"docs/ble-simulation\.md,?\s+" + _CITATION),
 }
 PITFALL_CITATION = re.compile(r"\bpitfalls? (\d+)")
-#: The notes by their former names, or a path outside the repository.
-STRAY_CITATION = re.compile(
-    r"\b(?:PROTOCOLS|BLE_SIMULATION)(?:\.md|\s+(?:section\s+)?\d)"
-    r"|/work/|\.\./shared/|\bshared/\w+\.md"
-)
+#: A Markdown document cited by its file name.
+DOCUMENT_CITATION = re.compile(r"(?<![\w/.-])([A-Za-z0-9_-]+\.md)\b")
+#: A path relative to the citing file's folder that starts by climbing up (`..`, then `/`).
+PARENT_PATH = re.compile(r"(?<![\w.])((?:\.\./)+[\w.-]+(?:/[\w.-]+)*)")
 HEADING_NUMBER = re.compile(rf"^#{{1,6}}\s+({_NUMBER})\.?\s", re.MULTILINE)
 PITFALL_HEADING = re.compile(r"^\*\*Pitfall (\d+)\.", re.MULTILINE)
 
@@ -85,14 +84,23 @@ def test_every_cited_pitfall_exists() -> None:
     assert not missing, "\n".join(missing)
 
 
-def test_no_file_cites_the_notes_by_an_old_name_or_an_outside_path() -> None:
-    this_file = str(Path(__file__).resolve().relative_to(REPO))
-    stray = [
-        f"{name}:{line_of(text, match.start())}: {match[0]!r}"
+def test_every_cited_document_is_in_the_repository() -> None:
+    documents = {path.name for path in REPO.rglob("*.md") if ".venv" not in path.parts}
+    missing = [
+        f"{name}:{line_of(text, match.start())}: no {match[1]} in the repository"
         for name, text in text_files()
-        if name != this_file  # its patterns spell what they look for
-        for match in STRAY_CITATION.finditer(text)
+        for match in DOCUMENT_CITATION.finditer(text)
+        if match[1] not in documents
     ]
-    assert not stray, "cite docs/protocols.md or docs/ble-simulation.md instead:\n" + "\n".join(
-        stray
-    )
+    assert not missing, "cite the project's own docs (docs/):\n" + "\n".join(missing)
+
+
+def test_no_relative_path_leads_out_of_the_repository() -> None:
+    stray = []
+    for name, text in text_files():
+        folder = (REPO / name).parent
+        for match in PARENT_PATH.finditer(text):
+            target = (folder / match[1]).resolve()
+            if not target.is_relative_to(REPO) or not target.exists():
+                stray.append(f"{name}:{line_of(text, match.start())}: {match[1]}")
+    assert not stray, "paths must stay inside the repository:\n" + "\n".join(stray)
