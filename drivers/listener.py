@@ -37,6 +37,13 @@ class AdapterState(StrEnum):
     UNAVAILABLE = "unavailable"
 
 
+class WatchdogAction(StrEnum):
+    """The adapter watchdog's steps, as `status` names its last one."""
+
+    RESTART_SCAN = "restart scan"
+    POWER_CYCLE = "power cycle"
+
+
 class SessionListener(Protocol):
     def on_measurements(self, address: str, measurements: Sequence[Measurement]) -> None:
         """Decoded values from one packet (or one reduced window)."""

@@ -3,8 +3,8 @@ the device-kind registry (`drivers/kinds.py`): a kind's transport says which dri
 session serves it. Everything above sees only the `SessionListener` calls.
 
 A kind whose registry entry cannot work, or a session that cannot be built or started,
-costs that device only: it is logged and shown in `sessions_health()`, and the other
-devices are served.
+costs that device only: it is logged and shown on its device record (`unreachable`,
+`not served: ...`), and the other devices are served.
 """
 
 from __future__ import annotations
@@ -53,14 +53,15 @@ class DeviceSessions:
         if self._adapter_state is AdapterState.STARTING:
             await self._open_adapter()
         self._watchdog = self._new_watchdog()
-        kinds = {d.kind: self._checked_kind(d) for d in self._config.devices}
-        usable = [d for d in self._config.devices if kinds[d.kind] is not None]
-        adverts = self._advert_listener(usable)
+        served = [
+            (device, kind)
+            for device in self._config.devices
+            if (kind := self._checked_kind(device)) is not None
+        ]
+        adverts = self._advert_listener(served)
         if adverts is not None and await self._start_guarded(adverts, None):
             self._ble_sessions.append(adverts)
-        for device in usable:
-            kind = kinds[device.kind]
-            assert kind is not None
+        for device, kind in served:
             if kind.transport is Transport.ADVERT:
                 continue  # heard by the one advertisement listener
             try:
@@ -190,13 +191,11 @@ class DeviceSessions:
             backoff=Backoff(bt.reconnect_min_s, bt.reconnect_max_s),
         )
 
-    def _advert_listener(self, devices: list[DeviceConfig]) -> AdvertListener | None:
+    def _advert_listener(
+        self, served: list[tuple[DeviceConfig, DeviceKind]]
+    ) -> AdvertListener | None:
         """One scanner for every sensor that only advertises."""
-        bound = {
-            d.address: (d.kind, d.key)
-            for d in devices
-            if KINDS[d.kind].transport is Transport.ADVERT
-        }
+        bound = {d.address: (d.kind, d.key) for d, k in served if k.transport is Transport.ADVERT}
         if self._adapter is None or not bound:
             return None
         from drivers.ble.advert_listener import AdvertListener

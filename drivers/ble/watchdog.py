@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drivers.errors import RefusedPacket
-from drivers.listener import AdapterState, LinkState, SessionListener
+from drivers.listener import AdapterState, LinkState, SessionListener, WatchdogAction
 from drivers.measurement import Measurement
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class AdapterWatchdog:
         self.error = ""
         self.scan_restarts = 0
         self.power_cycles = 0
-        self.last_action: str | None = None
+        self.last_action: WatchdogAction | None = None
         self.last_action_at: datetime | None = None
         self._last_heard = clock()
         #: When the last step ended: the next one waits `silence_s` from here.
@@ -106,12 +106,12 @@ class AdapterWatchdog:
             return
         if self.state in (AdapterState.UP, AdapterState.POWER_CYCLING):
             self.scan_restarts += 1
-            await self._step(AdapterState.RESTARTING_SCAN, "restart scan", silent_s)
+            await self._step(AdapterState.RESTARTING_SCAN, WatchdogAction.RESTART_SCAN, silent_s)
         else:
             self.power_cycles += 1
-            await self._step(AdapterState.POWER_CYCLING, "power cycle", silent_s)
+            await self._step(AdapterState.POWER_CYCLING, WatchdogAction.POWER_CYCLE, silent_s)
 
-    async def _step(self, state: AdapterState, action: str, silent_s: float) -> None:
+    async def _step(self, state: AdapterState, action: WatchdogAction, silent_s: float) -> None:
         logger.warning("no Bluetooth device heard for %.0f s: %s", silent_s, action)
         self.state = state
         self.last_action = action
@@ -157,7 +157,7 @@ class AdapterWatchdog:
         return {
             "state": self.state.value,
             "error": self.error,
-            "last_action": self.last_action,
+            "last_action": self.last_action.value if self.last_action else None,
             "last_action_at": at.isoformat(timespec="seconds") if at else None,
             "scan_restarts": self.scan_restarts,
             "power_cycles": self.power_cycles,

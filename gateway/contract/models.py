@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
 from drivers.kinds import KINDS
-from drivers.listener import AdapterState, LinkState
+from drivers.listener import AdapterState, LinkState, WatchdogAction
 from drivers.measurement import UNITS, Metric, Quality, Site
 from gateway.config import CODE
 from gateway.model import AlertKind, AlertState, ClockState, Severity
@@ -31,9 +31,6 @@ else:
     Unit = Literal[tuple(dict.fromkeys(UNITS.values()))]
     #: The configuration's device kinds (`drivers.kinds.KINDS`).
     DeviceKind = Literal[tuple(KINDS)]
-
-#: The steps of the Bluetooth adapter watchdog (`drivers/ble/watchdog.py`).
-WatchdogAction = Literal["restart scan", "power cycle"]
 
 
 def _rfc3339(value: str) -> str:
