@@ -65,7 +65,6 @@ class Pipeline:
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._next_seq = 0
-        self._task: asyncio.Task[None] | None = None
         self._stopping = False
         #: Alert changes not saved yet (from readings or from the clock, or whose save
         #: failed): the flush task saves them in order, before anything newer.
@@ -74,17 +73,14 @@ class Pipeline:
         self.counters: dict[str, int] = {}
 
     async def start(self) -> None:
+        """Resume numbering after the highest sequence number the store has seen."""
         self._next_seq = await self._store.call(self._store.store.last_seq) + 1
-        self._task = asyncio.create_task(self._run(), name="pipeline")
 
-    async def stop(self) -> None:
-        """Commit whatever is queued, then stop. The flush task is asked to finish, not
-        cancelled: a commit cut off half-way would be committed twice."""
+    def request_stop(self) -> None:
+        """Ask `run` to commit whatever is queued, then return. The flush task is asked
+        to finish, not cancelled: a commit cut off half-way would be committed twice."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
 
     # --- SessionListener -----------------------------------------------------------
 
@@ -130,7 +126,8 @@ class Pipeline:
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """The flush task (supervised by the service), until `request_stop`."""
         wait_s = self._config.store.batch_wait_ms / 1000
         while True:
             await self._wake.wait()

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from gateway.pipeline import Pipeline
 from gateway.rules.engine import RuleEngine
 from gateway.sessions import DeviceSessions
 from gateway.store import QueueStats, StoreThread
+from gateway.supervision import Supervisor
 from gateway.uplink import Uplink
 from gateway.web.app import create_app
 
@@ -76,9 +77,8 @@ class GatewayService:
         self._queue = QueueStats(0, None, 0, 0, 0)
         #: The pipeline's counters (totals since start) as last added to the store.
         self._persisted_counters: dict[str, int] = {}
+        self.supervisor = Supervisor()
         self._web: _EmbeddedServer | None = None
-        self._web_task: asyncio.Task[None] | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
         self.web_url = ""
 
     # --- lifecycle -------------------------------------------------------------------
@@ -95,10 +95,11 @@ class GatewayService:
         )
         self._queue = await self.store.call(store.queue_stats)
         await self.pipeline.start()
-        await self.uplink.start()
+        self.supervisor.start("pipeline", self.pipeline.run)
+        self.supervisor.start("uplink", self.uplink.run)
         await self._start_web()
         await self.sessions.start()
-        self._tasks.append(asyncio.create_task(self._supervise(), name="supervisor"))
+        self.supervisor.start("housekeeping", self._housekeeping)
         systemd.notify("READY=1")
         log.info(
             "gateway started",
@@ -106,22 +107,30 @@ class GatewayService:
         )
 
     async def stop(self) -> None:
+        """Stop in reverse order. Each step runs even if one before it failed (a full
+        disk must not keep the offline status from being published)."""
         systemd.notify("STOPPING=1")
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        await self.sessions.stop()
-        await self.pipeline.stop()
-        await self._save_devices()
-        if self._web is not None and self._web_task is not None:
+        await self.supervisor.stop("housekeeping")
+        await self._stop_step("sessions", self.sessions.stop())
+        self.pipeline.request_stop()
+        await self.supervisor.stop("pipeline", cancel=False)
+        await self._stop_step("saving device state", self._save_devices())
+        if self._web is not None:
             self._web.should_exit = True
-            await self._web_task
-        await self.uplink.stop()
-        await self.store.close()
+        await self.supervisor.stop("web", cancel=False)
+        await self._stop_step("offline status", self.uplink.say_offline())
+        await self.supervisor.stop("uplink")
+        await self._stop_step("broker disconnect", self.uplink.close())
+        await self._stop_step("closing the store", self.store.close())
         log.info("gateway stopped")
+
+    async def _stop_step(self, what: str, step: Awaitable[None]) -> None:
+        try:
+            await step
+        except Exception as exc:  # logged, and the next steps still run
+            log.error(
+                "stop step failed", extra={"step": what, "error": f"{type(exc).__name__}: {exc}"}
+            )
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()
@@ -135,6 +144,21 @@ class GatewayService:
             await self.stop()
 
     async def _start_web(self) -> None:
+        """Start the page as a supervised part and wait until it listens; at start-up a
+        page that cannot listen is a configuration error, said at once."""
+        self.supervisor.start("web", self._serve_web)
+        while self._web is None or not self._web.started:
+            if any(f.part == "web" for f in self.supervisor.faults()):
+                await self.supervisor.stop("web")
+                raise RuntimeError(f"status page cannot listen on {self.config.web.listen}")
+            await asyncio.sleep(0.01)
+        sockets = [s for server in self._web.servers for s in server.sockets]
+        host, port = sockets[0].getsockname()[:2]
+        self.web_url = f"http://{host}:{port}/"
+
+    async def _serve_web(self) -> None:
+        """One uvicorn server on our loop, a new one after each failure; returns only
+        when `stop` set `should_exit`."""
         web = self.config.web
         server_config = uvicorn.Config(
             create_app(self),
@@ -145,22 +169,17 @@ class GatewayService:
             lifespan="off",
         )
         self._web = _EmbeddedServer(server_config)
-        self._web_task = asyncio.create_task(self._web.serve(), name="web")
-        while not self._web.started:
-            if self._web_task.done():
-                self._web_task = None
-                raise RuntimeError(f"status page cannot listen on {web.listen}")
-            await asyncio.sleep(0.01)
-        sockets = [s for server in self._web.servers for s in server.sockets]
-        host, port = sockets[0].getsockname()[:2]
-        self.web_url = f"http://{host}:{port}/"
+        await self._web.serve()
+        if not self._web.should_exit:
+            raise RuntimeError("the status page stopped serving")
 
     # --- supervision -----------------------------------------------------------------
 
-    async def _supervise(self) -> None:
+    async def _housekeeping(self) -> None:
         """Tick the rules' clock, refresh health, persist device state, keep the store
-        in bounds, and tell systemd's watchdog the loop is alive (a stuck loop stops
-        these pings)."""
+        in bounds, and tell systemd's watchdog the gateway is alive: only while every
+        supervised part runs (a dead part, a stuck loop or a hung store stops the pings,
+        and systemd restarts the service)."""
         loop = asyncio.get_running_loop()
         next_size_check = next_queue_stats = loop.time()
         while True:
@@ -186,7 +205,8 @@ class GatewayService:
             if increments:
                 await self.store.call(self.store.store.add_counters, increments)
                 self._persisted_counters.update(self.pipeline.counters)
-            systemd.notify("WATCHDOG=1")
+            if self.supervisor.all_alive():
+                systemd.notify("WATCHDOG=1")
             await asyncio.sleep(_SUPERVISE_EVERY_S)
 
     async def _save_devices(self) -> None:
@@ -225,6 +245,8 @@ class GatewayService:
             "bluetooth": self.sessions.adapter_health(),
             "discovered": self.sessions.discovered(),
             "refused_packets": self.devices.refused_totals(),
+            "faults": [fault.payload() for fault in self.supervisor.faults()],
+            "restarts": self.supervisor.restarts(),
         }
 
     def device_records(self) -> list[dict[str, Any]]:
@@ -241,7 +263,9 @@ class GatewayService:
         devices = self.devices.records()
         return {
             "gateway": health["gateway"],
-            "state": "online",
+            # "online" only when collecting, storing and publishing all work.
+            "state": "degraded" if health["faults"] else "online",
+            "faults": health["faults"],
             "version": health["version"],
             "time": health["time"],
             "started_at": health["started_at"],

@@ -105,7 +105,6 @@ class Uplink:
         # reconnect in the same second.
         self._backoff = Backoff(self._mqtt.reconnect_min_s, self._mqtt.reconnect_max_s)
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._connection: MqttConnection | None = None
         self._inflight: dict[asyncio.Future[bool], _Inflight] = {}
         self._acked: list[asyncio.Future[bool]] = []
@@ -114,12 +113,10 @@ class Uplink:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="uplink")
-
-    async def stop(self) -> None:
-        """Say offline (retained) if connected, then disconnect. A clean disconnect
-        suppresses the Last Will, so the offline status has to be published here."""
+    async def say_offline(self) -> None:
+        """Say offline (retained) if connected, before `run` is stopped and `close`
+        disconnects: a clean disconnect suppresses the Last Will, so the offline status
+        has to be published here."""
         connection = self._connection
         if connection is not None and self.health.state is BrokerState.CONNECTED:
             with contextlib.suppress(MqttConnectionError):  # connection already gone
@@ -128,11 +125,9 @@ class Uplink:
                 )
                 # Returns on the PUBACK, after 2 s, or if the connection drops first.
                 await asyncio.wait([ack], timeout=2.0)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+
+    async def close(self) -> None:
+        """Disconnect (after `run` was stopped)."""
         await self._drop_connection()
 
     def wake(self) -> None:
@@ -149,7 +144,8 @@ class Uplink:
 
     # --- the connection loop -----------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Connect, serve, reconnect, for ever (supervised by the service)."""
         failures = 0
         while True:
             self.health.state = BrokerState.CONNECTING

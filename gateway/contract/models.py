@@ -182,9 +182,23 @@ class DeviceCounts(_Open):
     connected: Count = Field(description="devices whose link is connected now")
 
 
+class Fault(_Closed):
+    """A part of the gateway that is down or cannot do its whole job."""
+
+    part: str = Field(
+        description="pipeline, uplink, web, housekeeping (supervised tasks), or store"
+    )
+    reason: str = Field(description="one line, for a technician")
+    since: Timestamp
+
+
 class OnlineStatus(_Open):
     gateway: str
-    state: Literal["online"]
+    state: Literal["online", "degraded"] = Field(
+        description="online: collecting, storing and publishing all work; degraded: some"
+        " part does not (see faults), the rest goes on"
+    )
+    faults: list[Fault] = Field(description="empty when online")
     version: str
     time: Timestamp = Field(description="gateway clock when the message was built")
     started_at: Timestamp

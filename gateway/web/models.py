@@ -12,6 +12,7 @@ from gateway.contract.models import (
     Count,
     Device,
     DeviceKind,
+    Fault,
     Queue,
     Reading,
     RefusedPackets,
@@ -60,5 +61,9 @@ class Status(_Record):
     bluetooth: Bluetooth
     discovered: list[Discovered]
     refused_packets: RefusedPackets
+    faults: list[Fault] = Field(description="parts down or degraded; empty when all work")
+    restarts: dict[str, Count] = Field(
+        description="supervised parts restarted after an unexpected end, since the start"
+    )
     devices: list[Device]
     active_alerts: list[AlertEvent]

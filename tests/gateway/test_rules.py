@@ -3,6 +3,7 @@ trustworthy values."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -208,13 +209,15 @@ async def test_a_tick_reaches_the_rules_with_the_given_time_and_its_alert_is_sav
         on_alerts=announced.extend,
     )
     await pipeline.start()
+    flushing = asyncio.create_task(pipeline.run())
     try:
         pipeline.evaluate_clock(T0)
         pipeline.evaluate_clock(T0 + timedelta(minutes=31))
         await until(lambda: announced, what="the overdue alert to be announced")
         pipeline.evaluate_clock(T0 + timedelta(minutes=32))
     finally:
-        await pipeline.stop()
+        pipeline.request_stop()
+        await flushing
     assert rule.ticks == [T0 + timedelta(minutes=m) for m in (0, 31, 32)]
     (alert,) = announced
     assert alert.state is AlertState.RAISED and alert.raised_at == T0 + timedelta(minutes=31)
