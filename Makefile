@@ -3,7 +3,8 @@
 #   make test   the whole test suite (lint, types, tests), as CI runs it
 # Each does its own set-up: a virtual environment in .venv, and as root on Debian /
 # Raspberry Pi OS, what is missing through apt: mosquitto for both; for the tests also
-# Chromium, dbus-daemon and the headers dbus-python builds against.
+# Chromium, dbus-daemon, systemd (systemd-analyze checks the unit) and the headers
+# dbus-python builds against.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,7 +17,7 @@ demo: $(VENV)/.installed-run
 	$(BIN)/bedside-gateway demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed-test
-	@$(MAKE) --no-print-directory system-packages PACKAGES="mosquitto chromium dbus-daemon"
+	@$(MAKE) --no-print-directory system-packages PACKAGES="mosquitto chromium dbus-daemon systemd"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

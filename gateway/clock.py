@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 from collections.abc import Callable
 
 from gateway.model import ClockState
@@ -22,12 +23,19 @@ class _Timex(ctypes.Structure):
     _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 256)]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """Found once: `find_library` runs `ldconfig -p` in a new process each time, and
+    the clock is read every second."""
+    name = ctypes.util.find_library("c")
+    return None if name is None else ctypes.CDLL(name, use_errno=True)
+
+
 def kernel_clock_state() -> ClockState:
     """SYNCED when the kernel says the clock is synchronised, else UNSYNCED."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
+    libc = _libc()
+    if libc is None:
         return ClockState.UNSYNCED
-    libc = ctypes.CDLL(libc_name, use_errno=True)
     timex = _Timex()
     timex.modes = 0  # read only
     result = libc.adjtimex(ctypes.byref(timex))
