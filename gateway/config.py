@@ -112,6 +112,21 @@ _ReadableFile = Annotated[_File | None, BeforeValidator(_unset_if_empty)]
 _Code = Annotated[str, BeforeValidator(_not_empty), AfterValidator(_code)]
 
 
+def _not_below_min(value: float, info: ValidationInfo) -> float:
+    """`reconnect_max_s` against `reconnect_min_s` of the same table (checked first)."""
+    low = info.data.get("reconnect_min_s")
+    if low is not None and value < low:
+        raise ValueError(f"must be at least reconnect_min_s ({low:g})")
+    return value
+
+
+#: Waits between connection attempts, seconds: doubling from the first to the longest.
+_ReconnectMin = Annotated[float, Field(ge=0.01, le=60.0)]
+_ReconnectMax = Annotated[
+    float, Field(ge=0.01, le=300.0, validate_default=True), AfterValidator(_not_below_min)
+]
+
+
 # --- sections --------------------------------------------------------------------------
 
 
@@ -137,12 +152,15 @@ class MqttSection(ConfigTable):
     client_key: _ReadableFile = None
     #: MQTT carries the keep-alive as a 16-bit number of seconds.
     keepalive_s: int = Field(default=30, ge=5, le=65535)
-    readings_per_message: int = Field(default=50, ge=1)
+    #: A reading is 200-450 bytes of JSON (up to ~800 with the longest ids), so 1,000 of
+    #: them stay under 1 MiB, the smallest default message limit of common brokers
+    #: (EMQX's); the uplink reads 2,000 rows a round anyway.
+    readings_per_message: int = Field(default=50, ge=1, le=1000)
     #: MQTT packet identifiers are 16-bit: no more can be in flight.
     max_inflight: int = Field(default=20, ge=1, le=65535)
-    status_interval_s: float = Field(default=30.0, ge=1.0)
-    reconnect_min_s: float = Field(default=1.0, ge=0.01)
-    reconnect_max_s: float = Field(default=60.0, ge=0.01)
+    status_interval_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    reconnect_min_s: _ReconnectMin = 1.0
+    reconnect_max_s: _ReconnectMax = 30.0
 
     @field_validator("url")
     @classmethod
@@ -151,9 +169,11 @@ class MqttSection(ConfigTable):
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError(f"{url!r} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
         try:
-            parts.port  # noqa: B018 - raises on a bad port, and on one above 65535
+            port = parts.port  # raises on a bad port, and on one above 65535
         except ValueError:
-            raise ValueError(f"bad port in {url!r}") from None
+            port = 0
+        if port == 0:
+            raise ValueError(f"bad port in {url!r} (1 to 65535)")
         if parts.username or parts.password:
             raise ValueError("put credentials in mqtt.username and mqtt.password_file")
         return url
@@ -191,24 +211,26 @@ class StoreSection(ConfigTable):
 
     #: Default `<gateway.data_dir>/gateway.sqlite3` (filled in by `Config`).
     path: _Path
-    max_mb: float = Field(default=512.0, ge=1.0)
-    batch_max: int = Field(default=500, ge=1)
-    batch_wait_ms: float = Field(default=20.0, ge=0.0)
+    #: Up to 1 TiB: far past a Pi's storage, and inside SQLite's own limit.
+    max_mb: float = Field(default=512.0, ge=1.0, le=1048576.0)
+    batch_max: int = Field(default=500, ge=1, le=10000)
+    #: Every alert waits this long at most before its readings are committed.
+    batch_wait_ms: float = Field(default=20.0, ge=0.0, le=1000.0)
 
 
 class BluetoothSection(ConfigTable):
     """`[bluetooth]`: the adapter, shared by every Bluetooth device."""
 
     adapter: str = "bluez"
-    reconnect_min_s: float = Field(default=1.0, ge=0.01)
-    reconnect_max_s: float = Field(default=60.0, ge=0.01)
-    connect_timeout_s: float = Field(default=10.0, ge=0.1)
+    reconnect_min_s: _ReconnectMin = 1.0
+    reconnect_max_s: _ReconnectMax = 60.0
+    connect_timeout_s: float = Field(default=10.0, ge=0.1, le=60.0)
     #: Connections the adapter may hold at once (a Pi's controller manages 5-10).
-    max_connections: int = Field(default=5, ge=1)
+    max_connections: int = Field(default=5, ge=1, le=32)
     #: The adapter watchdog (drivers/ble/watchdog.py): after this long without hearing
     #: any Bluetooth device, restart scanning; as long again, power-cycle the adapter.
     watchdog_enabled: bool = True
-    watchdog_silence_s: float = Field(default=300.0, ge=10.0)
+    watchdog_silence_s: float = Field(default=300.0, ge=10.0, le=86400.0)
 
     @field_validator("adapter")
     @classmethod
@@ -228,7 +250,7 @@ class WebSection(ConfigTable):
     def _host_and_port(cls, listen: str) -> str:
         if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", listen):
             raise ValueError(f"{listen!r} is not HOST:PORT")
-        if int(listen.rsplit(":", 1)[1]) > 65535:
+        if not 1 <= int(listen.rsplit(":", 1)[1]) <= 65535:
             raise ValueError(f"port out of range in {listen!r}")
         return listen
 

@@ -10,6 +10,8 @@ ignored.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +31,24 @@ _CONNACK_TIMEOUT_S = 10.0
 class MqttConnectionError(Exception):
     """The connection could not be made or used; the message says why (refused,
     unreachable, no CONNACK, publish failed, disconnected...)."""
+
+
+class BrokerUnreachable(MqttConnectionError):
+    """No TCP connection to the broker opened (refused, no route, timed out, name not
+    resolved): nothing answered, so it is worth trying again as soon as something does.
+    A broker that answers and then refuses (password, TLS, CONNACK) is not this."""
+
+
+#: What a TCP connect fails with, besides refusal and time-out, when nothing answers.
+_UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+
+
+def _unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, ssl.SSLError):  # an OSError, but the broker did answer
+        return False
+    if isinstance(exc, ConnectionRefusedError | TimeoutError | socket.gaierror):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _UNREACHABLE
 
 
 @dataclass(frozen=True)
@@ -67,9 +87,8 @@ class MqttConnection:
                 client.connect, settings.host, settings.port, settings.keepalive_s
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
-            raise MqttConnectionError(
-                f"cannot reach {settings.host}:{settings.port}: {exc}"
-            ) from exc
+            error = BrokerUnreachable if _unreachable(exc) else MqttConnectionError
+            raise error(f"cannot reach {settings.host}:{settings.port}: {exc}") from exc
         client.loop_start()
         try:
             async with asyncio.timeout(_CONNACK_TIMEOUT_S):

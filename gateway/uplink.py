@@ -12,7 +12,9 @@
   connection.
 - A retained `status` message says online with a health summary; the Last Will says
   offline when the connection dies.
-- Reconnects back off exponentially with full jitter. Collection never waits for it.
+- Reconnects back off exponentially with jitter; while the broker cannot be reached at
+  all its port is probed, and the uplink reconnects within seconds of it answering
+  (gateway/broker_probe.py). Collection never waits for it.
 """
 
 from __future__ import annotations
@@ -28,8 +30,14 @@ from enum import StrEnum
 from typing import Any
 
 from drivers.backoff import Backoff
+from gateway.broker_probe import wait_for_broker
 from gateway.config import Config
-from gateway.mqtt_connection import LastWill, MqttConnection, MqttConnectionError
+from gateway.mqtt_connection import (
+    BrokerUnreachable,
+    LastWill,
+    MqttConnection,
+    MqttConnectionError,
+)
 from gateway.store import OutboxRow, StoreThread
 
 log = logging.getLogger(__name__)
@@ -161,7 +169,7 @@ class Uplink:
                     "broker connection failed",
                     extra={"error": str(exc), "retry_in_s": round(delay, 2)},
                 )
-                await asyncio.sleep(delay)
+                await self._wait_before_retry(exc, delay)
                 continue
             failures = 0
             self.health.state = BrokerState.CONNECTED
@@ -189,6 +197,16 @@ class Uplink:
         connection.lost.add_done_callback(lambda _: self._wake.set())
         await connection.connect()
         return connection
+
+    async def _wait_before_retry(self, error: MqttConnectionError, delay: float) -> None:
+        """Sit out the back-off. When nothing answered at the broker's address, probe
+        it meanwhile and retry soon after it answers, so a broker back after a long
+        outage is used within seconds; a broker that answered and refused (password,
+        TLS, CONNACK) is left alone for the whole back-off."""
+        if isinstance(error, BrokerUnreachable):
+            await wait_for_broker(self._mqtt.host, self._mqtt.port, delay)
+        else:
+            await asyncio.sleep(delay)
 
     async def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None

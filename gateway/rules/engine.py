@@ -27,10 +27,12 @@ class RuleEngine:
         return cls(entry.rule(getattr(section, entry.table)) for entry in RULES)
 
     def restore(self, active: Iterable[dict[str, Any]]) -> None:
-        """Resume alerts that were active when the gateway stopped (from the store)."""
+        """Resume alerts that were active when the gateway stopped (from the store);
+        alerts of kinds no rule raises (the gateway's technical ones) are not theirs."""
         for payload in active:
             alert = Alert.from_payload(payload)
-            self._rules[alert.kind].restore(alert)
+            if alert.kind in self._rules:
+                self._rules[alert.kind].restore(alert)
 
     def evaluate(self, readings: Iterable[Reading]) -> list[Alert]:
         """The alert changes these readings cause, in order."""

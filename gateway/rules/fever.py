@@ -31,8 +31,9 @@ DEFAULT_FEVER_LINES: dict[Site, float] = {
     Site.BODY: 37.3,
 }
 
-#: degC; a line below this would call a normal temperature a fever.
-_Temperature = Annotated[float, Field(ge=34.0)]
+#: degC, 34-42: a line outside it is a slip (100.4 is Fahrenheit) that would make every
+#: reading a fever, or none.
+_Temperature = Annotated[float, Field(ge=34.0, le=42.0)]
 
 
 class FeverParams(ConfigTable):
@@ -81,7 +82,7 @@ class FeverAlerts:
                 alert = raise_alert(self.kind, reading, severity, line, [reading.id], m.site.value)
                 self._active[key] = alert
                 return [snapshot(alert)]
-            if value <= active.value:
+            if active.value is not None and value <= active.value:
                 return []  # still feverish, nothing new for the care team
             return [change_alert(active, AlertState.UPDATED, reading, severity)]
         if active is None:

@@ -28,20 +28,24 @@ from gateway.rules.base import (
     subject_key,
 )
 
-_Percent = Annotated[float, Field(ge=0.0, le=100.0)]
-_Seconds = Annotated[float, Field(ge=0.0)]
+#: SpO2 lines, %: pulse oximeters state their accuracy from 70 % up (ISO 80601-2-61), so
+#: a line below it would rest on values the device cannot vouch for.
+_Percent = Annotated[float, Field(ge=70.0, le=100.0)]
 
 
 class LowSpo2Params(ConfigTable):
     """`[rules.low_spo2]`."""
 
     raise_at_or_below: _Percent = 93.0
-    persist_s: _Seconds = 15.0
+    #: Up to 5 minutes: a longer wait would hide a real desaturation.
+    persist_s: float = Field(default=15.0, ge=0.0, le=300.0)
     #: Checked against `raise_at_or_below` even when left at its default.
     clear_at_or_above: _Percent = Field(default=95.0, validate_default=True)
-    clear_after_s: _Seconds = 60.0
+    clear_after_s: float = Field(default=60.0, ge=0.0, le=3600.0)
     critical_at_or_below: _Percent = 88.0
-    max_gap_s: _Seconds = 5.0
+    #: At least 2 s: with 1 Hz readings a shorter gap would restart the count on every
+    #: reading, and the alert would never be raised.
+    max_gap_s: float = Field(default=5.0, ge=2.0, le=3600.0)
 
     @field_validator("clear_at_or_above")
     @classmethod

@@ -70,20 +70,16 @@ async def test_a_part_that_returns_unasked_is_a_fault_too() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_part_failing_again_and_again_logs_its_traceback_once() -> None:
+async def test_a_part_failing_again_and_again_logs_its_traceback_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     supervisor = Supervisor(Backoff(0.05, 0.05))
     part = _FlakyPart(4, RuntimeError("broken"))
     part.release.set()
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logging.getLogger("gateway.supervision").addHandler(handler)
-    try:
+    with caplog.at_level(logging.ERROR):
         supervisor.start("web", part.run)
         await until(lambda: part.runs == 5, 10, "four failures and a fifth run")
-    finally:
-        logging.getLogger("gateway.supervision").removeHandler(handler)
-    failures = [r for r in records if r.getMessage().startswith("part stopped")]
+    failures = [r for r in caplog.records if r.getMessage().startswith("part stopped")]
     assert len(failures) == 4
     assert [r.exc_info is not None for r in failures] == [True, False, False, False]
     await supervisor.stop("web")
