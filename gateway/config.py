@@ -216,6 +216,11 @@ class StoreSection(ConfigTable):
     batch_max: int = Field(default=500, ge=1, le=10000)
     #: Every alert waits this long at most before its readings are committed.
     batch_wait_ms: float = Field(default=20.0, ge=0.0, le=1000.0)
+    #: The store in memory that stands in while the disk refuses writes (bounded:
+    #: past it, oldest delivered readings go, then oldest undelivered; never alerts).
+    memory_max_mb: float = Field(default=16.0, ge=1.0, le=128.0)
+    #: The `storage_failure` alert clears once the store has worked this long.
+    failure_clear_s: float = Field(default=60.0, ge=1.0, le=86400.0)
 
 
 class BluetoothSection(ConfigTable):

@@ -58,6 +58,8 @@ def _device_time(value: datetime | None) -> str | None:
 class AlertKind(StrEnum):
     LOW_SPO2 = "low_spo2"
     FEVER = "fever"
+    #: Technical: the gateway's store refuses writes or was found corrupt.
+    STORAGE_FAILURE = "storage_failure"
 
 
 class Severity(StrEnum):
@@ -85,11 +87,14 @@ class Alert:
     state: AlertState
     raised_at: datetime
     updated_at: datetime
-    value: float
-    threshold: float
+    #: The measured value and the line it crossed; None for a technical alert.
+    value: float | None
+    threshold: float | None
     site: str | None = None
     cleared_at: datetime | None = None
     evidence: list[str] = field(default_factory=list)
+    #: What a technical alert is about, in one line (None for a physiological one).
+    detail: str | None = None
 
     def payload(self) -> dict[str, Any]:
         """The JSON object published on `alerts` (schema: alert-event.json)."""
@@ -109,6 +114,7 @@ class Alert:
                 self.cleared_at.isoformat(timespec="milliseconds") if self.cleared_at else None
             ),
             "evidence": list(self.evidence),
+            "detail": self.detail,
         }
 
     @classmethod
@@ -135,4 +141,5 @@ class Alert:
             site=payload.get("site"),
             cleared_at=when("cleared_at"),
             evidence=list(payload.get("evidence", [])),
+            detail=payload.get("detail"),
         )

@@ -32,6 +32,9 @@ from gateway.store import StoreThread
 
 log = logging.getLogger(__name__)
 
+#: While commits keep failing (one attempt a second), a reminder every this many.
+_REMIND_EVERY = 60
+
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
@@ -129,6 +132,7 @@ class Pipeline:
     async def run(self) -> None:
         """The flush task (supervised by the service), until `request_stop`."""
         wait_s = self._config.store.batch_wait_ms / 1000
+        failures = 0  # commits failed in a row
         while True:
             await self._wake.wait()
             gather = not self._stopping and len(self._pending) < self._config.store.batch_max
@@ -137,14 +141,34 @@ class Pipeline:
             self._wake.clear()
             try:
                 await self._flush()
-            except Exception:  # a disk error must not stop collection for good
-                log.exception("committing to the store failed; will retry")
+            except Exception as exc:  # a store error must not stop collection for good
+                failures += 1
+                self._log_failure(exc, failures)
                 if self._stopping:
+                    log.error(
+                        "stopping with readings not committed", extra={"n": len(self._pending)}
+                    )
                     return
                 await asyncio.sleep(1.0)
                 self._wake.set()
+                continue
+            if failures:
+                log.info("committing to the store works again", extra={"failures": failures})
+                failures = 0
             if self._stopping:
                 return
+
+    @staticmethod
+    def _log_failure(exc: Exception, failures: int) -> None:
+        """The traceback once, then a one-line reminder a minute (retries are each
+        second): a failing disk must not flood the journal of the same disk."""
+        if failures == 1:
+            log.error("committing to the store failed; retrying each second", exc_info=exc)
+        elif failures % _REMIND_EVERY == 0:
+            log.error(
+                "committing to the store still fails",
+                extra={"failures": failures, "error": f"{type(exc).__name__}: {exc}"},
+            )
 
     async def _flush(self) -> None:
         await self._save_alerts()
@@ -163,7 +187,11 @@ class Pipeline:
     def evaluate_clock(self, now: datetime) -> None:
         """Run the rules on the clock reaching `now`; their alert changes are saved, logged
         and announced by the flush task, as the changes readings cause are."""
-        alerts = self._rules.evaluate_tick(now)
+        self.add_alert_changes(self._rules.evaluate_tick(now))
+
+    def add_alert_changes(self, alerts: list[Alert]) -> None:
+        """Alert changes to save, log and announce as the rules' own are (the rules'
+        ticks, and the gateway's technical alerts)."""
         if alerts:
             self._unsaved_alerts.extend(alerts)
             self._wake.set()

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
@@ -27,7 +27,9 @@ from gateway.model import Alert
 from gateway.pipeline import Pipeline
 from gateway.rules.engine import RuleEngine
 from gateway.sessions import DeviceSessions
+from gateway.storage_alarm import StorageAlarm
 from gateway.store import QueueStats, StoreThread
+from gateway.store_recovery import StoreRecovery
 from gateway.supervision import Supervisor
 from gateway.uplink import Uplink
 from gateway.web.app import create_app
@@ -39,6 +41,8 @@ _SIZE_CHECK_EVERY_S = 60.0
 #: Counting the undelivered rows scans the backlog (tens of ms at a million rows), so
 #: the queue figures on the page and in `status` are refreshed less often than 1 s.
 _QUEUE_STATS_EVERY_S = 5.0
+#: While a memory store stands in, how often to try the disk again.
+_WRITE_BACK_EVERY_S = 5.0
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -59,7 +63,18 @@ class GatewayService:
         self.config = config
         self._now = now
         self.started_at = datetime.now(UTC)
-        self.store = StoreThread(config.store.path, int(config.store.max_mb * 1024 * 1024))
+        self.store = StoreThread(
+            config.store.path,
+            int(config.store.max_mb * 1024 * 1024),
+            int(config.store.memory_max_mb * 1024 * 1024),
+        )
+        self.storage_alarm = StorageAlarm(
+            config.gateway.id, timedelta(seconds=config.store.failure_clear_s)
+        )
+        #: The store recovery (set-aside) already alerted on.
+        self._alerted_recovery: StoreRecovery | None = None
+        #: The faults (part, reason) as `status` last said them.
+        self._faults_published: list[tuple[str, str]] = []
         self.devices = DeviceRegistry(config.devices, config.mqtt.status_interval_s)
         self.clock = ClockWatch()
         self.rules = RuleEngine.configured(config.rules)
@@ -87,7 +102,10 @@ class GatewayService:
         await self.store.open()
         store = self.store.store
         self.devices.restore(await self.store.call(store.devices))
-        self.rules.restore(await self.store.call(store.active_alerts))
+        active = await self.store.call(store.active_alerts)
+        self.rules.restore(active)
+        for payload in active:
+            self.storage_alarm.restore(Alert.from_payload(payload))
         await self.store.call(
             store.audit,
             "started",
@@ -182,17 +200,24 @@ class GatewayService:
         and systemd restarts the service)."""
         loop = asyncio.get_running_loop()
         next_size_check = next_queue_stats = loop.time()
+        next_write_back = loop.time()
         while True:
             self.clock.refresh()
-            self.pipeline.evaluate_clock(self._now())
+            now = self._now()
+            self.pipeline.evaluate_clock(now)
+            if self.store.fault is not None and loop.time() >= next_write_back:
+                await self.store.write_back()
+                next_write_back = loop.time() + _WRITE_BACK_EVERY_S
+            self._watch_storage(now)
             if loop.time() >= next_queue_stats:
+                await self.store.call(self.store.store.check_integrity_step)
                 self._queue = await self.store.call(self.store.store.queue_stats)
                 next_queue_stats = loop.time() + _QUEUE_STATS_EVERY_S
             if self.devices.take_unsaved():
                 await self._save_devices()
             if self.devices.take_inventory_due(loop.time()):
                 self.uplink.devices_changed()
-            if loop.time() >= next_size_check:
+            if loop.time() >= next_size_check or self.store.fault is not None:
                 evicted = await self.store.call(self.store.store.enforce_size_limit)
                 if evicted:
                     log.error("store full: undelivered readings evicted", extra={"n": evicted})
@@ -205,9 +230,33 @@ class GatewayService:
             if increments:
                 await self.store.call(self.store.store.add_counters, increments)
                 self._persisted_counters.update(self.pipeline.counters)
+            faults = [(f.part, f.reason) for f in self.supervisor.faults()]
+            if faults != self._faults_published:
+                self._faults_published = faults
+                self.uplink.status_changed()
             if self.supervisor.all_alive():
                 systemd.notify("WATCHDOG=1")
             await asyncio.sleep(_SUPERVISE_EVERY_S)
+
+    def _watch_storage(self, now: datetime) -> None:
+        """Say when the store does not work: a fault in `status` and the page, and the
+        `storage_failure` alert (raised, updated, cleared once it works again)."""
+        recovery = self.store.recovery
+        fault = self.store.fault
+        if fault is not None:
+            self.supervisor.report(
+                "store",
+                f"{fault}; readings are kept in memory until the disk takes writes again",
+            )
+            changes = self.storage_alarm.failing(fault, now)
+        elif recovery is not None and recovery is not self._alerted_recovery:
+            self.supervisor.resolve("store")
+            changes = self.storage_alarm.failing(f"store set aside: {recovery.summary()}", now)
+        else:
+            self.supervisor.resolve("store")
+            changes = self.storage_alarm.working(now)
+        self._alerted_recovery = recovery
+        self.pipeline.add_alert_changes(changes)
 
     async def _save_devices(self) -> None:
         await self.store.call(self.store.store.save_devices, self.devices.records())

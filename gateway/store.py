@@ -4,6 +4,11 @@ devices, counters and an audit trail.
 Every method runs on one dedicated thread (see `StoreThread`), so a slow disk never
 stalls the event loop and SQLite's single-writer rule holds by construction.
 
+Faults: `open_store` sets a damaged file aside and salvages it (`store_recovery`,
+`store_salvage`); reading seqs are reserved ahead in `<store>.seq` (`store_seq`), so a
+lost store never makes them start again; `store_faults.classify` says what an error
+means.
+
 The outbox is the readings table itself: `delivered = 0` rows are waiting for a PUBACK.
 A partial index on those rows keeps "oldest undelivered" fast however large the
 delivered history grows (measured for the project: ~30x faster, and not quadratic).
@@ -12,8 +17,13 @@ delivered history grows (measured for the project: ~30x faster, and not quadrati
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import math
+import os
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +34,21 @@ from typing import Any, ParamSpec, TypeVar
 import sqlite_utils
 
 from gateway.model import Alert, AlertState, Reading
+from gateway.store_failover import Taken, take_over, write_back
+from gateway.store_faults import CorruptStore, StorageUnavailable, StoreFault, classify
+from gateway.store_recovery import (
+    Problem,
+    RecoveryReason,
+    StoreRecovery,
+    diagnose,
+    move_aside,
+    quick_check,
+    remove_store_files,
+)
+from gateway.store_salvage import Salvage, SalvagedRows
+from gateway.store_seq import SeqReservation, fsync_directory
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -80,21 +105,46 @@ class QueueStats:
     evicted_undelivered: int
 
 
+class StoreTooNew(RuntimeError):
+    """The store was written by a newer gateway: it is left untouched."""
+
+
+def seq_path(store_path: Path) -> Path:
+    """Where the seq reservation of the store at `store_path` is kept."""
+    return store_path.with_name(store_path.name + ".seq")
+
+
 class Store:
     """Synchronous store. Use from a single thread (the `StoreThread`)."""
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, max_bytes: int, *, seq_file: Path | None = None) -> None:
+        """`seq_file`: the seq reservation (default `<path>.seq`; none for an in-memory
+        store, `Path(":memory:")`, unless given)."""
+        in_memory = str(path) == ":memory:"
+        if not in_memory:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
+        self._seq = (
+            None if in_memory and seq_file is None else SeqReservation(seq_file or seq_path(path))
+        )
         self._conn = sqlite3.connect(path, isolation_level=None)
-        self.db = sqlite_utils.Database(self._conn)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed batch survives a power cut, not only a crash. Batching
-        # keeps this at one fsync per batch, not per reading.
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        try:
+            self.db = sqlite_utils.Database(self._conn)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed batch survives a power cut, not only a crash. Batching
+            # keeps this at one fsync per batch, not per reading.
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+            self._resume_seq()
+        except BaseException:
+            self._conn.close()
+            raise
+        #: Estimated bytes a reading takes (row and index entry), refined by eviction.
+        self._bytes_per_reading: float | None = None
+        #: Where the periodic integrity check goes on (`check_integrity_step`).
+        self._check_part, self._check_after = 0, 0
 
     def close(self) -> None:
         self._conn.close()
@@ -102,14 +152,40 @@ class Store:
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise RuntimeError(
+            raise StoreTooNew(
                 f"{self.path}: schema version {version} is newer than this gateway knows"
                 f" ({len(MIGRATIONS)}); refusing to touch it"
             )
+        # A new store starts above every seq reserved before it (by a store now lost),
+        # in the same transaction as its schema.
+        floor = (self._seq.ceiling or 0) if version == 0 and self._seq is not None else 0
         for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._transaction():
                 migration(self.db)
+                if number == 1 and floor:
+                    self._set_last_seq(floor)
                 self._conn.execute(f"PRAGMA user_version = {number}")
+
+    def _resume_seq(self) -> None:
+        """Keep the reservation and the store in step: re-create a lost (or lagging)
+        reservation from the store; continue above the ceiling when seqs were issued
+        outside the store."""
+        seq = self._seq
+        if seq is None:
+            return
+        last = self.last_seq()
+        if seq.outside_store and (seq.ceiling or 0) > last:
+            with self._transaction():
+                self._set_last_seq(seq.ceiling or 0)
+            last = seq.ceiling or 0
+        if seq.ceiling is not None and seq.ceiling >= last and not seq.outside_store:
+            return
+        if seq.ceiling is None and last:
+            log.warning("seq reservation missing: re-created from the store", extra={"seq": last})
+        try:
+            seq.renew(last, outside_store=False)
+        except OSError as exc:  # commits within the old ceiling go on; cover() retries
+            log.warning("seq reservation cannot be written", extra={"error": str(exc)})
 
     @property
     def schema_version(self) -> int:
@@ -123,8 +199,35 @@ class Store:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
         return int(row[0]) if row else 0
 
+    def _set_last_seq(self, seq: int) -> None:
+        self._conn.execute(
+            "INSERT INTO meta(key, value) VALUES('last_seq', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (str(seq),),
+        )
+
+    @property
+    def seq_ceiling(self) -> int | None:
+        """The highest seq reserved (`<store>.seq`); None for a store without one."""
+        return None if self._seq is None else self._seq.ceiling
+
+    def reserve_seqs(self, through: int, *, outside_store: bool) -> None:
+        """Reserve seqs up to `through` for readings numbered outside this store (a
+        store in memory while this one refuses writes), so no later store reuses them.
+        `outside_store=True` records that they may never reach this store: the next
+        open then continues above the ceiling. `False` (once they were written back)
+        clears that. On a full disk the record is overwritten in place. Raises OSError
+        when it cannot be written."""
+        seq = self._seq
+        if seq is None:
+            return
+        if through <= (seq.ceiling or 0) and seq.outside_store == outside_store:
+            return
+        seq.renew(through, outside_store=outside_store)
+
     def commit_readings(self, readings: Sequence[Reading]) -> None:
-        """Write a batch in one transaction. When this returns the readings are durable."""
+        """Write a batch in one transaction. When this returns the readings are durable.
+        On any error nothing of the batch is committed (retry with the same seqs)."""
         if not readings:
             return
         payloads = [r.payload() for r in readings]
@@ -139,13 +242,12 @@ class Store:
             }
             for p in payloads
         ]
+        max_seq = max(r.seq for r in readings)
+        if self._seq is not None:
+            self._seq.cover(max_seq)  # reserved (durably) before it is committed
         with self._transaction():
             self.db.table("readings").insert_all(rows, batch_size=1000)
-            self._conn.execute(
-                "INSERT INTO meta(key, value) VALUES('last_seq', ?)"
-                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(max(r.seq for r in readings)),),
-            )
+            self._set_last_seq(max_seq)
 
     def undelivered(
         self, after_seq: int, limit: int, up_to_seq: int | None = None
@@ -250,11 +352,14 @@ class Store:
         if not increments:
             return
         with self._transaction():
-            self._conn.executemany(
-                "INSERT INTO counters(name, value) VALUES(?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                increments.items(),
-            )
+            self._add_counters(increments)
+
+    def _add_counters(self, increments: dict[str, int]) -> None:
+        self._conn.executemany(
+            "INSERT INTO counters(name, value) VALUES(?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            increments.items(),
+        )
 
     def counters(self) -> dict[str, int]:
         return dict(self._conn.execute("SELECT name, value FROM counters ORDER BY name"))
@@ -279,26 +384,43 @@ class Store:
         return int((pages - free) * size)
 
     def enforce_size_limit(self, chunk: int = 5000) -> int:
-        """Keep the data under `max_bytes`: delivered readings go first (oldest first);
-        then undelivered routine readings, each one counted as `evicted_undelivered`.
-        Alerts and alert events are never evicted. Returns readings evicted undelivered.
-        """
+        """Bring the data under `max_bytes`, deleting no more readings than that takes:
+        delivered ones first (oldest first), then undelivered routine readings (oldest
+        first, each counted as `evicted_undelivered`). Alerts and alert events are never
+        deleted. Each step deletes the rows the excess is estimated to hold (at most
+        `chunk`, in one transaction) and measures again, so it stops within about a
+        page of the limit. Returns the readings evicted undelivered."""
+        excess = self.used_bytes() - self.max_bytes
+        if excess <= 0:
+            return 0
+        per_row = self._bytes_per_reading or self._estimate_bytes_per_reading()
         evicted = 0
         for delivered in (1, 0):
-            while self.used_bytes() > self.max_bytes:
+            while excess > 0:
+                n = min(chunk, max(1, math.ceil(excess / per_row)))
                 with self._transaction():
-                    cur = self._conn.execute(
+                    deleted = self._conn.execute(
                         "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings"
                         " WHERE delivered = ? ORDER BY seq LIMIT ?)",
-                        (delivered, chunk),
-                    )
-                if cur.rowcount == 0:
+                        (delivered, n),
+                    ).rowcount
+                    if deleted and not delivered:
+                        self._add_counters({"evicted_undelivered": deleted})
+                if deleted == 0:
                     break
                 if not delivered:
-                    evicted += cur.rowcount
-        if evicted:
-            self.add_counters({"evicted_undelivered": evicted})
+                    evicted += deleted
+                left = self.used_bytes() - self.max_bytes
+                if excess - left > 0:  # pages were freed: aim the next step with them
+                    per_row = self._bytes_per_reading = (excess - left) / deleted
+                excess = left
         return evicted
+
+    def _estimate_bytes_per_reading(self) -> float:
+        """All data over all readings: an overestimate (other tables count too), so a
+        first step never deletes more than needed."""
+        (count,) = self._conn.execute("SELECT count(*) FROM readings").fetchone()
+        return max(1.0, self.used_bytes() / max(1, count))
 
     def queue_stats(self) -> QueueStats:
         count, oldest = self._conn.execute(
@@ -316,51 +438,344 @@ class Store:
             evicted_undelivered=self.counters().get("evicted_undelivered", 0),
         )
 
+    def check_integrity_step(self, rows: int = 5000) -> bool:
+        """One slice of the periodic integrity check, cheap enough for the store thread
+        every few seconds (a full `PRAGMA quick_check` of a 512 MB store takes seconds
+        and would hold up every commit). In turn: the next `rows` readings, every
+        column read from the table's own b-tree; the next `rows` entries of the
+        undelivered index; `PRAGMA quick_check` of each other (small) table and its
+        indexes. Returns True when this step finished a pass over the whole store.
+        Damage raises: SQLite's own corruption error, or CorruptStore.
+
+        Read through a connection of its own, opened for the step: the store's own
+        connection keeps pages in its cache, and damage under a cached page would stay
+        unseen for as long as the gateway runs."""
+        if str(self.path) == ":memory:":
+            return True
+        with contextlib.closing(
+            sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        ) as conn:
+            return self._check_slice(conn, rows)
+
+    def _check_slice(self, conn: sqlite3.Connection, rows: int) -> bool:
+        if self._check_part < 2:
+            sql = (
+                "SELECT max(seq), count(n) FROM (SELECT seq, length(device) + length(metric)"
+                " + length(received_at) + length(payload) + delivered AS n FROM readings"
+                " NOT INDEXED WHERE seq > ? ORDER BY seq LIMIT ?)"
+                if self._check_part == 0
+                else "SELECT max(seq), count(*) FROM (SELECT seq FROM readings"
+                " INDEXED BY readings_undelivered WHERE delivered = 0 AND seq > ?"
+                " ORDER BY seq LIMIT ?)"
+            )
+            (last, read) = conn.execute(sql, (self._check_after, rows)).fetchone()
+            if read < rows:  # the end of the table: on to the next part (new rows keep
+                # coming in while the gateway runs, so "none left" would never come)
+                self._check_part, self._check_after = self._check_part + 1, 0
+            else:
+                self._check_after = int(last)
+            return False
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'readings'"
+            )
+        ]
+        for table in ("sqlite_master", *tables):
+            problems = quick_check(conn, table)
+            if problems is not None:
+                raise CorruptStore(problems)
+        self._check_part = 0
+        return True
+
+    def _insert_salvaged(self, batch: SalvagedRows) -> None:
+        """Rows read out of a damaged store, as they were (same seq, same payload)."""
+        spec = batch.spec
+        with self._transaction():
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO {spec.table}({', '.join(spec.columns)})"
+                f" VALUES({', '.join('?' * len(spec.columns))})",
+                batch.rows,
+            )
+
     def _transaction(self) -> _Transaction:
         return _Transaction(self._conn)
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (autocommit connection)."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (autocommit connection). A
+    failed COMMIT is rolled back too (SQLite may have rolled back already, or may have
+    left the transaction open); a ROLLBACK that fails never hides the first error."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     def __enter__(self) -> None:
+        self._rollback()  # what a failed rollback may have left open
         self._conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is not None:
+            self._rollback()
+            return
+        try:
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+
+def open_store(
+    path: Path, max_bytes: int, *, corrupt: str | None = None
+) -> tuple[Store, StoreRecovery | None]:
+    """Open the store at `path`. A file that cannot be the store (`diagnose`), or, with
+    `corrupt`, the file there whatever it looks like (a call met corruption at run
+    time), is set aside first and replaced by a fresh store holding what could be
+    salvaged; the report says what happened. Raises StorageUnavailable when no store
+    can be opened or created (with `recovery` set if one was set aside first)."""
+    recovery: StoreRecovery | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        reservation = SeqReservation(seq_path(path))
+        problem = (
+            Problem(RecoveryReason.CORRUPT, corrupt)
+            if corrupt is not None
+            else diagnose(path, seqs_issued=bool(reservation.ceiling))
+        )
+        if problem is not None:
+            recovery = _replace(path, max_bytes, problem, reservation)
+        return Store(path, max_bytes), recovery
+    except (sqlite3.Error, OSError, StoreTooNew) as exc:
+        fault = StoreFault.OTHER if isinstance(exc, StoreTooNew) else classify(exc)
+        if fault is StoreFault.CORRUPT and corrupt is None and recovery is None:
+            return open_store(path, max_bytes, corrupt=str(exc))  # damage quick_check missed
+        failure = StorageUnavailable(f"cannot open the store {path}: {exc}", fault)
+        failure.recovery = recovery
+        raise failure from exc
+    except StorageUnavailable as exc:
+        exc.recovery = recovery
+        raise
+
+
+def _replace(
+    path: Path, max_bytes: int, problem: Problem, reservation: SeqReservation
+) -> StoreRecovery:
+    """Build a fresh store beside the old one (`<name>.salvage`), copy into it what can
+    be read, then move the old one aside and the fresh one into its place. Until the
+    last two renames the old file stays where it was, so a recovery cut short (killed,
+    power cut) is simply done again at the next start."""
+    at = datetime.now(UTC)
+    fresh_path = path.with_name(path.name + ".salvage")
+    remove_store_files(fresh_path)
+    fresh = Store(fresh_path, max_bytes, seq_file=reservation.path)
+    counts: Counter[str] = Counter()
+    detail = problem.detail
+    try:
+        # A rollback journal while copying: no WAL to carry along in the rename. No
+        # syncs: a copy cut short is thrown away; one fsync before the rename.
+        fresh._conn.execute("PRAGMA journal_mode=DELETE")
+        fresh._conn.execute("PRAGMA synchronous=OFF")
+        salvage = Salvage(path, reservation.ceiling or 0)
+        lost: int | None = None
+        try:
+            for batch in salvage.batches():
+                fresh._insert_salvaged(batch)
+                counts[batch.spec.table] += len(batch.rows)
+            lost = salvage.unreadable
+        except (sqlite3.Error, OSError) as exc:  # the fresh store is full: keep what fits
+            detail += f"; salvage stopped: {exc}"
+        if salvage.highest_seq > fresh.last_seq():  # the old store knew of higher seqs
+            with fresh._transaction():
+                fresh._set_last_seq(salvage.highest_seq)
+        next_seq = fresh.last_seq() + 1
+    finally:
+        fresh.close()
+    fd = os.open(fresh_path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    moved_to = move_aside(path, at)
+    os.rename(fresh_path, path)
+    fsync_directory(path.parent)
+    recovery = StoreRecovery(
+        reason=problem.reason,
+        detail=detail,
+        moved_to=moved_to,
+        salvaged_readings=counts["readings"],
+        salvaged_alert_events=counts["alert_events"],
+        salvaged_alerts=counts["alerts"],
+        lost=lost,
+        next_seq=next_seq,
+        at=at,
+    )
+    log.error("store set aside", extra={"summary": recovery.summary()})
+    return recovery
 
 
 class StoreThread:
-    """Runs every store call on one dedicated thread and awaits the result."""
+    """Runs every store call on one dedicated thread and awaits the result, and keeps
+    the gateway storing whatever the disk does:
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    - a call that meets corruption sets the store aside, salvages it and opens a fresh
+      one, then runs again on it;
+    - a call the disk refuses (full, I/O error, read-only), or a store that cannot be
+      opened at all, hands over to a store in memory (`gateway/store_failover.py`) and
+      runs again there; `write_back` returns to the disk when it takes writes again.
+
+    `fault` says, in one line, why the disk store is not in use (None when it is);
+    `generation` changes whenever the store in use is replaced, so the uplink knows
+    its cursors and in-flight marks refer to another store."""
+
+    def __init__(self, path: Path, max_bytes: int, memory_max_bytes: int = 16 << 20) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._path = path
         self._max_bytes = max_bytes
+        self._memory_max_bytes = memory_max_bytes
         self._store: Store | None = None
+        self._unavailable: StorageUnavailable | None = None
+        #: The disk store while a memory store stands in for it (None if unopenable).
+        self._disk: Store | None = None
+        self._taken: Taken | None = None
+        self.fault: str | None = None
+        self.generation = 0
+        #: The last store set aside in this process (at open, or when a call met
+        #: corruption), for the log, the status and the `storage_failure` alert.
+        self.recovery: StoreRecovery | None = None
 
     async def open(self) -> None:
-        self._store = await self._run(Store, self._path, self._max_bytes)
+        """Open the store, setting a damaged one aside first (see `recovery`). When no
+        store can be opened or created, a memory store stands in (see `fault`)."""
+        await self._run(self._open_or_fail_over)
+
+    async def write_back(self) -> bool:
+        """While a memory store stands in: try to go back to the disk store, taking
+        along what the memory store gathered. True when the disk store is in use."""
+        return await self._run(self._write_back)
+
+    def _open_or_fail_over(self) -> None:
+        try:
+            self._open(None)
+        except StorageUnavailable as exc:
+            self._fail_over(str(exc))
+
+    def _open(self, corrupt: str | None) -> None:
+        if self._store is not None:
+            if corrupt is None:
+                return
+            with contextlib.suppress(sqlite3.Error):
+                self._store.close()
+            self._store = None
+        try:
+            self._store, recovery = open_store(self._path, self._max_bytes, corrupt=corrupt)
+        except StorageUnavailable as exc:
+            self.recovery = exc.recovery or self.recovery
+            self._unavailable = exc
+            raise
+        self.recovery = recovery or self.recovery
+        self._unavailable = None
+        self.generation += 1
+
+    def _fail_over(self, reason: str) -> None:
+        """Hand over to a store in memory, reserving its seqs in the disk store's
+        reservation so that none is ever issued twice."""
+        disk = self._store
+        # The disk store's reservation, when there is one to renew (a full disk can
+        # overwrite it in place, not create it).
+        reservation = seq_path(self._path)
+        memory = Store(
+            Path(":memory:"),
+            self._memory_max_bytes,
+            seq_file=reservation if reservation.exists() else None,
+        )
+        self._taken = take_over(memory, disk, self._path)
+        try:
+            memory.reserve_seqs(memory.last_seq(), outside_store=True)
+        except OSError as exc:  # commits go on within the ceiling already reserved
+            log.warning("seq reservation for the memory store failed", extra={"error": str(exc)})
+        self._disk, self._store = disk, memory
+        self.fault = reason
+        self.generation += 1
+        log.error("store refuses writes: a memory store stands in", extra={"error": reason})
+
+    def _write_back(self) -> bool:
+        memory = self._store
+        if self._taken is None or memory is None:
+            return True
+        try:
+            if self._disk is None:
+                self._disk, recovery = open_store(self._path, self._max_bytes)
+                self.recovery = recovery or self.recovery
+            written = write_back(memory, self._disk, self._taken)
+            self._disk.reserve_seqs(self._disk.last_seq(), outside_store=False)
+        except (sqlite3.Error, OSError, StorageUnavailable) as exc:
+            self.fault = _one_line(exc)
+            return False
+        memory.close()
+        self._store, self._disk, self._taken, self.fault = self._disk, None, None, None
+        self.generation += 1
+        log.info("store takes writes again: memory store written back", extra={"n": written})
+        return True
 
     async def close(self) -> None:
-        if self._store is not None:
-            await self._run(self._store.close)
-            self._store = None
+        """Close, after one last attempt to write a memory store back to disk."""
+        if self._taken is not None:
+            if not await self.write_back():
+                log.error(
+                    "stopping with the disk refusing writes: what the memory store held is lost",
+                    extra={"error": self.fault},
+                )
+        for store in (self._store, self._disk):
+            if store is not None:
+                await self._run(store.close)
+        self._store = self._disk = None
         self._executor.shutdown(wait=True)
 
     @property
     def store(self) -> Store:
+        """The open store; raises StorageUnavailable (with the reason the last open
+        failed) when there is none."""
         if self._store is None:
-            raise RuntimeError("store is not open")
+            failed = self._unavailable
+            if failed is None:
+                raise StorageUnavailable("store is not open", StoreFault.OTHER)
+            raise StorageUnavailable(str(failed), failed.fault)
         return self._store
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """`await store_thread.call(store_thread.store.method, ...)`"""
-        return await self._run(fn, *args, **kwargs)
+        """`await store_thread.call(store_thread.store.method, ...)`. A store method
+        that meets corruption or a refusing disk runs again on the store that takes
+        over (see the class docstring)."""
+        return await self._run(self._guarded, fn, *args, **kwargs)
+
+    def _guarded(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (sqlite3.Error, OSError, CorruptStore) as exc:
+            store = getattr(fn, "__self__", None)
+            if store is None or store is not self._store or self._taken is not None:
+                raise
+            fault = classify(exc)
+            if fault is StoreFault.CORRUPT:
+                try:
+                    self._open(_one_line(exc))
+                except StorageUnavailable as unavailable:
+                    self._fail_over(str(unavailable))
+            elif fault in (StoreFault.FULL, StoreFault.IO_ERROR, StoreFault.READ_ONLY):
+                self._fail_over(f"{fault.value.replace('_', ' ')}: {_one_line(exc)}")
+            else:
+                raise
+            return getattr(self._store, fn.__name__)(*args, **kwargs)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -118,6 +118,7 @@ class Uplink:
         self._acked: list[asyncio.Future[bool]] = []
         self._publish_devices = True
         self._publish_active = True
+        self._publish_status = False
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -144,6 +145,12 @@ class Uplink:
 
     def devices_changed(self) -> None:
         self._publish_devices = True
+        self._wake.set()
+
+    def status_changed(self) -> None:
+        """Something `status` reports changed now (a part down or back): publish it at
+        once rather than at the next interval."""
+        self._publish_status = True
         self._wake.set()
 
     def alerts_changed(self) -> None:
@@ -225,16 +232,23 @@ class Uplink:
     # --- serving one connection ------------------------------------------------------
 
     async def _serve_connection(self, lost: asyncio.Future[str]) -> None:
-        store = self._store.store
-        live_floor = await self._store.call(store.last_seq)
-        live, backlog, alerts = _Stream(live_floor), _Stream(0), _Stream(0)
-        self._publish_devices = self._publish_active = True
+        generation = -1
         self._publish_json(self._topic("status"), self._status_payload(), retain=True)
         next_status = asyncio.get_running_loop().time() + self._mqtt.status_interval_s
         while True:
             if lost.done():
                 raise MqttConnectionError(f"disconnected: {lost.result()}")
             self._wake.clear()
+            if generation != self._store.generation:
+                # A new connection, or the store was replaced (set aside, memory store
+                # in or out): start the streams again; PUBACKs of what was in flight
+                # are ignored (their rows are sent again: same ids).
+                generation = self._store.generation
+                self._inflight.clear()
+                self._acked.clear()
+                live_floor = await self._store.call(self._store.store.last_seq)
+                live, backlog, alerts = _Stream(live_floor), _Stream(0), _Stream(0)
+                self._publish_devices = self._publish_active = True
             await self._settle_acks()
             await self._publish_alert_events(alerts)
             await self._publish_retained_sets()
@@ -246,7 +260,8 @@ class Uplink:
             if backlog_room > 0 and backlog.cursor < live_floor:
                 await self._publish_readings(backlog, live_floor, backlog_room, backlog=True)
             now = asyncio.get_running_loop().time()
-            if now >= next_status:
+            if now >= next_status or self._publish_status:
+                self._publish_status = False
                 self._publish_json(self._topic("status"), self._status_payload(), retain=True)
                 next_status = now + self._mqtt.status_interval_s
             self.health.inflight = len(self._inflight)

@@ -123,14 +123,22 @@ class AlertEvent(_Closed):
     severity: Severity
     subject: Subject | None
     device: str
-    value: float = Field(description="the latest value that changed the alert")
-    threshold: float = Field(description="the line that was crossed")
+    value: float | None = Field(
+        description="the latest value that changed the alert; null for a technical alert"
+    )
+    threshold: float | None = Field(
+        description="the line that was crossed; null for a technical alert"
+    )
     site: Site | None = Field(description="temperature site of a fever; null otherwise")
     raised_at: Timestamp
     updated_at: Timestamp
     cleared_at: Timestamp | None
     evidence: list[str] = Field(
         description="ids of the readings that caused the alert (the latest 20)"
+    )
+    detail: str | None = Field(
+        description="a technical alert's cause in one line (e.g. storage_failure: disk"
+        " full); null for a physiological alert"
     )
 
 

@@ -1,6 +1,5 @@
 """A long-lived part that ends unasked is logged with its cause, shown as a fault while
-it is down, and started again; the watchdog test of the whole gateway is in
-test_store_corruption_at_run_time."""
+it is down, and started again; the watchdog is pinged only while every part runs."""
 
 from __future__ import annotations
 
@@ -86,9 +85,7 @@ async def test_a_part_failing_again_and_again_logs_its_traceback_once(
 
 
 @pytest.mark.asyncio
-async def test_a_stopped_part_is_not_restarted_and_a_reported_fault_lasts_until_resolved() -> (
-    None
-):
+async def test_a_stopped_part_is_not_restarted_and_a_reported_fault_lasts_until_resolved() -> None:
     supervisor = Supervisor(Backoff(0.05, 0.05))
     finished = asyncio.Event()
 
