@@ -28,6 +28,17 @@ class Reading:
     measurement: Measurement
     received_at: datetime
     clock: ClockState
+    #: The gateway's monotonic clock (s) when it received the measurement; not
+    #: published. Rules measure durations with it, so the wall clock jumping (NTP
+    #: setting a Pi that booted with no time, forward or back) neither holds back nor
+    #: hurries an alert. None for readings built elsewhere (tests, replays): then
+    #: `received_at` is used (`rule_time`).
+    elapsed_s: float | None = None
+
+    @property
+    def rule_time(self) -> float:
+        """Seconds on the clock the rules measure durations with."""
+        return self.elapsed_s if self.elapsed_s is not None else self.received_at.timestamp()
 
     def payload(self) -> dict[str, Any]:
         """The JSON object published in `readings/<device>` (schema: reading-message.json)."""

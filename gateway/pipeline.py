@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ class _Pending:
     measurement: Measurement
     received_at: datetime
     clock: ClockState
+    elapsed_s: float
 
 
 class Pipeline:
@@ -57,7 +59,9 @@ class Pipeline:
         clock: ClockWatch,
         on_committed: Callable[[], None],
         on_alerts: Callable[[list[Alert]], None],
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """`now` is the wall clock readings are stamped with (a test gives its own)."""
         self._config = config
         self._store = store
         self._devices = devices
@@ -65,6 +69,7 @@ class Pipeline:
         self._clock = clock
         self._on_committed = on_committed
         self._on_alerts = on_alerts
+        self._now = now
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._next_seq = 0
@@ -92,10 +97,10 @@ class Pipeline:
         if status is None:
             self._count("readings_from_unbound_device")
             return
-        now = datetime.now(UTC)
+        now, elapsed = self._now(), time.monotonic()
         clock = self._clock.state
         self._pending.extend(
-            _Pending(status.id, status.subject, m, now, clock) for m in measurements
+            _Pending(status.id, status.subject, m, now, clock, elapsed) for m in measurements
         )
         self._wake.set()
 
@@ -225,4 +230,5 @@ class Pipeline:
             measurement=pending.measurement,
             received_at=pending.received_at,
             clock=pending.clock,
+            elapsed_s=pending.elapsed_s,
         )

@@ -59,7 +59,8 @@ def _utc_now() -> datetime:
 
 class GatewayService:
     def __init__(self, config: Config, *, now: Callable[[], datetime] = _utc_now) -> None:
-        """`now` is the clock the rules tick on (a test gives its own)."""
+        """`now` is the wall clock readings are stamped with and the rules tick on (a
+        test gives its own)."""
         self.config = config
         self._now = now
         self.started_at = datetime.now(UTC)
@@ -87,6 +88,7 @@ class GatewayService:
             self.clock,
             on_committed=self.uplink.wake,
             on_alerts=self._alerts_changed,
+            now=now,
         )
         self.sessions = DeviceSessions(config, self.pipeline)
         self._queue = QueueStats(0, None, 0, 0, 0)

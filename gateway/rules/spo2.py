@@ -58,11 +58,12 @@ class LowSpo2Params(ConfigTable):
 
 @dataclass
 class _Track:
-    last_at: datetime | None = None
-    breach_since: datetime | None = None
+    #: Times are `Reading.rule_time` (monotonic seconds), never wall clock.
+    last_at: float | None = None
+    breach_since: float | None = None
     breach_lowest: float = 100.0
     breach_ids: list[str] = field(default_factory=list)
-    recovered_since: datetime | None = None
+    recovered_since: float | None = None
     alert: Alert | None = None
 
 
@@ -85,8 +86,8 @@ class LowSpo2Alerts:
             return []
         params = self._params
         track = self._tracks.setdefault(subject_key(reading), _Track())
-        now = reading.received_at
-        gap = track.last_at is not None and (now - track.last_at).total_seconds() > params.max_gap_s
+        now = reading.rule_time
+        gap = track.last_at is not None and now - track.last_at > params.max_gap_s
         track.last_at = now
         if not m.alertable or gap:
             track.breach_since = None
@@ -103,14 +104,14 @@ class LowSpo2Alerts:
             track.breach_lowest = min(track.breach_lowest, value)
             track.breach_ids.append(reading.id)
             del track.breach_ids[:-EVIDENCE_LIMIT]
-            held = (now - track.breach_since).total_seconds()
+            held = now - track.breach_since
             if held >= params.persist_s:
                 return self._raise_or_update(track, reading)
             return []
         track.breach_since = None
         if value >= params.clear_at_or_above and track.alert is not None:
             track.recovered_since = track.recovered_since or now
-            if (now - track.recovered_since).total_seconds() >= params.clear_after_s:
+            if now - track.recovered_since >= params.clear_after_s:
                 return [self._clear(track, reading)]
         elif value < params.clear_at_or_above:
             track.recovered_since = None
