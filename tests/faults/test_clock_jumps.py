@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from drivers.serial.contec import Generation
 from firmware_sim.cms50 import Cms50Simulator
 from gateway.broker import Mosquitto
 from gateway.config import load_config
 from gateway.service import GatewayService
 from tests.conftest import Subscriber, write_config
+from tests.faults.conftest import alerts_of, cms50_devices
 from tests.gateway.helpers import until
 
 
@@ -31,10 +31,6 @@ class JumpingClock:
         return datetime.now(UTC) + self.offset
 
 
-def low_spo2(sub: Subscriber) -> list[dict[str, Any]]:
-    return [a for a in sub.alerts() if a["kind"] == "low_spo2"]
-
-
 def low_readings(sub: Subscriber) -> list[dict[str, Any]]:
     return [r for r in sub.readings() if r["metric"] == "spo2" and r["value"] <= 93]
 
@@ -45,12 +41,11 @@ async def test_a_clock_jump_during_a_low_spo2_episode_neither_delays_nor_hurries
     tmp_path: Path,
     mosquitto: Mosquitto,
     subscriber_factory: Callable[..., Subscriber],
+    cms50_factory: Callable[..., Cms50Simulator],
     jump: timedelta,
 ) -> None:
-    sim = Cms50Simulator(Generation.V46, "hypoxia", link=str(tmp_path / "usb-a"))
-    sim.start()
     clock = JumpingClock()
-    devices = f'[[devices]]\nkind = "cms50"\nport = "{sim.path}"\nsubject = "bed-1"\n'
+    devices = cms50_devices(cms50_factory("hypoxia"))
     service = GatewayService(
         load_config(write_config(tmp_path, mosquitto.port, devices=devices)), now=clock
     )
@@ -59,8 +54,8 @@ async def test_a_clock_jump_during_a_low_spo2_episode_neither_delays_nor_hurries
     try:
         await until(lambda: len(low_readings(sub)) >= 3, 30, "the episode to begin")
         clock.offset = jump  # NTP sets the clock mid-episode
-        await until(lambda: low_spo2(sub), 45, "the low SpO2 alert")
-        (alert,) = low_spo2(sub)
+        await until(lambda: alerts_of(sub, "low_spo2"), 45, "the low SpO2 alert")
+        (alert,) = alerts_of(sub, "low_spo2")
         # Raised after 15 s of low readings (1 a second), whatever the wall clock did.
         evidence = set(alert["evidence"])
         await until(  # alert events go out before readings
@@ -73,4 +68,3 @@ async def test_a_clock_jump_during_a_low_spo2_episode_neither_delays_nor_hurries
         ), "stamped with the corrected clock"
     finally:
         await service.stop()
-        sim.stop()
