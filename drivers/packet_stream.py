@@ -16,7 +16,10 @@ class StreamDecoder(ABC, Generic[T]):
 
     Never raises on device bytes. `garbage_bytes` counts bytes discarded while looking
     for a packet start; `bad_packets` counts well-framed packets that failed their check
-    (CRC, implausible value), the last of which is kept in `last_error`.
+    (CRC, implausible value), the last of which is kept in `last_error`. `packets` and
+    `packet_bytes` count the packets decoded and their bytes; `refused_bytes` every byte
+    dropped (the garbage and the bad packets' bytes): together they say how much of a
+    line is the protocol and how much is noise.
     """
 
     def __init__(self) -> None:
@@ -24,6 +27,9 @@ class StreamDecoder(ABC, Generic[T]):
         self.garbage_bytes = 0
         self.bad_packets = 0
         self.last_error: MalformedPacket | None = None
+        self.packets = 0
+        self.packet_bytes = 0
+        self.refused_bytes = 0
 
     @property
     def pending(self) -> int:
@@ -46,14 +52,19 @@ class StreamDecoder(ABC, Generic[T]):
                 out.append(self._decode(packet))
             except MalformedPacket as err:
                 self._reject(err)
+                self.refused_bytes += size
+            else:
+                self.packets += 1
+                self.packet_bytes += size
 
     def _discard(self, count: int) -> None:
         """The first `count` buffered bytes are garbage."""
         del self._buffer[:count]
         self.garbage_bytes += count
+        self.refused_bytes += count
 
     def _reject(self, error: MalformedPacket) -> None:
-        """A framed packet failed its check."""
+        """A framed packet failed its check (its bytes are dropped by the caller)."""
         self.bad_packets += 1
         self.last_error = error
 

@@ -9,6 +9,10 @@ reader sees a hang-up), replugging creates a new PTY and points the link at it.
 - v46: silent until it receives the start command; stops streaming when no start or
   keep-alive arrived for `keepalive_timeout_s`. Replugging powers it down too.
 
+Faults, byte for byte: `garbage_every` N puts a cut-off packet and noise before every
+Nth packet; `noise_only` sends noise in place of every packet, asked for or not, as a
+broken cable or a device at another speed gives: a line with no packet on it at all.
+
 Limitation: a PTY carries bytes, not a line signal. The baud rate and parity a reader
 sets are accepted and ignored, so reading at the wrong settings does not garble the
 bytes as it would on real hardware. The wrong generation is therefore recognised by
@@ -69,6 +73,13 @@ def garbage_for(packet: bytes) -> bytes:
     return packet[:_PARTIAL_LEN] + _NOISE
 
 
+def noise_for(packet: bytes) -> bytes:
+    """As many bytes of noise as `packet` has. Sent back to back they frame no packet of
+    either generation: FF comes at least every third byte, so no four bytes without
+    bit 7 follow a byte with it (legacy), and no byte is 01 (v4.6)."""
+    return (_NOISE * len(packet))[: len(packet)]
+
+
 class Cms50Simulator:
     """Plays one CMS50 in a background thread. `start()` returns the path to open.
 
@@ -85,6 +96,7 @@ class Cms50Simulator:
         link: str | None = None,
         rate_hz: float = 60.0,
         garbage_every: int = 0,
+        noise_only: bool = False,
         stall_at: float | None = None,
         stall_for: float = 0.0,
         hangup_at: float | None = None,
@@ -96,6 +108,7 @@ class Cms50Simulator:
         self.link = link
         self._period = 1.0 / rate_hz
         self._garbage_every = garbage_every
+        self._noise_only = noise_only
         self._stall_at = stall_at
         self._stall_for = stall_for
         self._hangup_at = hangup_at
@@ -178,7 +191,8 @@ class Cms50Simulator:
                 if self._master is not None:
                     self._read_commands(now)
                     self._expire_keepalive(now)
-                    if self.streaming and not self._stalled(t, now):
+                    sending = self.streaming or (self._noise_only and self._pts is not None)
+                    if sending and not self._stalled(t, now):
                         self._send(t)
             self._phase = (self._phase + self._period * self._pulse_hz(t)) % 1.0
             next_due = max(next_due + self._period, now - 0.5)  # never a long burst
@@ -268,7 +282,10 @@ class Cms50Simulator:
             packet = v46_packet(sample, self._phase)
         self.packets_sent += 1
         out = packet
-        if self._garbage_every and self.packets_sent % self._garbage_every == 0:
+        if self._noise_only:
+            out = noise_for(packet)
+            self.garbage_bytes_sent += len(out)
+        elif self._garbage_every and self.packets_sent % self._garbage_every == 0:
             garbage = garbage_for(packet)
             self.garbage_bytes_sent += len(garbage)
             out = garbage + packet

@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--garbage-every", type=int, default=0, metavar="N", help="inject garbage every N packets"
     )
+    p.add_argument(
+        "--noise-only", action="store_true", help="send noise instead of every packet, always"
+    )
     p.add_argument("--stall-at", type=float, metavar="S", help="stop sending at S seconds")
     p.add_argument("--stall-for", type=float, default=10.0, metavar="S", help="default 10")
     p.add_argument("--hangup-at", type=float, metavar="S", help="unplug at S seconds")
@@ -47,6 +50,7 @@ def main(argv: list[str]) -> int:
         link=args.link,
         rate_hz=args.rate,
         garbage_every=args.garbage_every,
+        noise_only=args.noise_only,
         stall_at=args.stall_at,
         stall_for=args.stall_for,
         hangup_at=args.hangup_at,

@@ -97,7 +97,10 @@ class GattSession:
         return self._state
 
     async def start(self) -> None:
+        """Start (again): the first state is reported even if the last was the same,
+        as the device's state may have been reported by others meanwhile (its adapter gone)."""
         if self._task is None:
+            self._state = None
             self._task = asyncio.create_task(self._run(), name=f"GATT session {self.address}")
 
     async def stop(self) -> None:

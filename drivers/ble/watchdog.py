@@ -130,8 +130,12 @@ class AdapterWatchdog:
         self._last_step_end = self._clock()
 
     async def start(self) -> None:
+        """Watch an adapter just opened (again): it is up until the silence says not."""
         if self._task is None:
             self._last_heard = self._clock()
+            self._last_step_end = -math.inf
+            self.state, self.error = AdapterState.UP, ""
+            self._links.clear()
             self._task = asyncio.create_task(self._run(), name="Bluetooth adapter watchdog")
 
     async def stop(self) -> None:

@@ -17,7 +17,6 @@ from enum import StrEnum
 from drivers.errors import (
     ChecksumMismatch,
     ImplausibleValue,
-    MalformedPacket,
     TruncatedPacket,
     length_mismatch,
 )
@@ -180,10 +179,6 @@ class Cms50StreamDecoder(StreamDecoder[list[Measurement]]):
         super().__init__()
         self.generation = generation
         self.packet_len, self._could_start, self._parse = _FRAMING[generation]
-        self.packets = 0
-        #: Packets decoded since the last garbage byte or bad packet: how sure we are
-        #: of the framing.
-        self.packets_in_sync = 0
 
     def _split(self, buffer: bytes) -> tuple[int, int]:
         size = self.packet_len
@@ -196,18 +191,7 @@ class Cms50StreamDecoder(StreamDecoder[list[Measurement]]):
         return 0, size if len(buffer) >= size else 0  # a plausible partial packet: wait
 
     def _decode(self, packet: bytes) -> list[Measurement]:
-        measurements = self._parse(packet)
-        self.packets += 1
-        self.packets_in_sync += 1
-        return measurements
-
-    def _discard(self, count: int) -> None:
-        super()._discard(count)
-        self.packets_in_sync = 0
-
-    def _reject(self, error: MalformedPacket) -> None:
-        super()._reject(error)
-        self.packets_in_sync = 0
+        return self._parse(packet)
 
 
 # --- the `decode` command: `bedside-gateway decode cms50-legacy|cms50-v46 HEX` --------

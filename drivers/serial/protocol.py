@@ -25,11 +25,19 @@ class LineSettings(NamedTuple):
 
 
 class SerialStream(PacketStream, Protocol):
-    """A connection's stream decoder that can say how sure it is of the framing."""
+    """A connection's stream decoder that can say how much of the line it understood."""
 
     @property
-    def packets_in_sync(self) -> int:
-        """Packets decoded since the last discarded byte or bad packet."""
+    def packets(self) -> int:
+        """Packets decoded."""
+
+    @property
+    def packet_bytes(self) -> int:
+        """The bytes of the packets decoded."""
+
+    @property
+    def refused_bytes(self) -> int:
+        """Every byte dropped: garbage, and the bytes of packets that failed their check."""
 
 
 class SerialProtocol(Protocol):
@@ -40,8 +48,9 @@ class SerialProtocol(Protocol):
     name: str
     #: Every setting the family may speak at, in the order a fresh session tries them.
     line_settings: tuple[LineSettings, ...]
-    #: Packets in a row, with nothing discarded between them, that prove the line
-    #: speaks the protocol at those settings (bytes merely arriving prove nothing).
+    #: Packets that prove the line speaks the protocol at those settings, provided no
+    #: more bytes were refused than the packets hold (bytes merely arriving prove
+    #: nothing; a line with some garbage is still the device's line).
     detect_packets: int
     #: No packet for this long on an open line: the line is reopened.
     stall_timeout_s: float

@@ -37,8 +37,9 @@ subject = "bed-1"
 
 
 class Simulator:
-    def __init__(self, *options: str) -> None:
-        self.port = free_port()
+    def __init__(self, *options: str, port: int | None = None) -> None:
+        """On a free port, or on `port` (where a gateway may be waiting for it)."""
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -41,6 +41,8 @@ class BumbleRadio:
         self._scan_mode: Literal["active", "passive"] | None = None
         self._scan_lock = asyncio.Lock()
         self._connect_lock = asyncio.Lock()
+        #: Set when the HCI transport was lost (pitfall 8), cleared by `start()`.
+        self.lost = asyncio.Event()
         self.client_backend: type[BaseBleakClient] = type(
             "BumbleClient", (BumbleClient,), {"radio": self}
         )
@@ -55,6 +57,7 @@ class BumbleRadio:
         return self._device
 
     async def start(self) -> None:
+        self.lost.clear()
         self._transport = await open_transport(self.transport_spec)
         try:
             device = Device.with_hci(
@@ -84,6 +87,15 @@ class BumbleRadio:
         logger.error("bumble radio on %s lost its HCI transport", self.transport_spec)
         self._device = None
         self._scan_mode = None
+        self.lost.set()
+
+    def check(self) -> None:
+        """Raises BleakError unless the radio is running (saying so if its transport
+        was lost)."""
+        if self.lost.is_set():
+            raise BleakError(f"bumble radio on {self.transport_spec} lost its HCI transport")
+        if self._device is None:
+            raise BleakError(f"bumble radio on {self.transport_spec} is not running")
 
     async def __aenter__(self) -> BumbleRadio:
         await self.start()

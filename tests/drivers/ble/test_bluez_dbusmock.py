@@ -11,10 +11,12 @@ sets `ServicesResolved` as well as `Connected`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,19 +100,28 @@ class MockThermometer:
 
 
 class MockBluez:
-    """bluetoothd as python-dbusmock plays it, with one adapter, hci0."""
+    """bluetoothd as python-dbusmock plays it, with one adapter, hci0 (unless told to
+    start without: then `add_adapter()` plugs it in and `remove_adapter()` out)."""
 
     ADAPTER = "/org/bluez/hci0"
 
-    def __init__(self, bus: dbus.bus.BusConnection, manager: Any) -> None:
+    def __init__(self, bus: dbus.bus.BusConnection, manager: Any, adapter: bool = True) -> None:
         self._bus = bus
         self._manager = manager
         self._root = dbus.Interface(manager, dbusmock.MOCK_IFACE)
-        dbus.Interface(manager, "org.bluez.Mock").AddAdapter("hci0", "bedside-pi")
+        if adapter:
+            self.add_adapter()
+
+    def add_adapter(self) -> None:
+        dbus.Interface(self._manager, "org.bluez.Mock").AddAdapter("hci0", "bedside-pi")
         # bleak uses only adapters whose Roles holds "central"; older templates lack it.
         self.mock(self.ADAPTER).UpdateProperties(
             ADAPTER_IFACE, {"Roles": dbus.Array(["central", "peripheral"], signature="s")}
         )
+
+    def remove_adapter(self) -> None:
+        """As when the USB adapter is unplugged: it and its devices leave D-Bus."""
+        dbus.Interface(self._manager, "org.bluez.Mock").RemoveAdapterWithDevices("hci0")
 
     def mock(self, path: str) -> Any:
         """The dbusmock control interface of one object."""
@@ -142,7 +153,7 @@ class MockBluez:
                 f" {{'Connected': dbus.Boolean({up}), 'ServicesResolved': dbus.Boolean({up})}})",
             )
         service = f"{device}/service000c"
-        self._root.AddObject(
+        self._add_object(
             service,
             SERVICE_IFACE,
             {
@@ -154,7 +165,7 @@ class MockBluez:
             [],
         )
         measurement = f"{service}/char000d"
-        self._root.AddObject(
+        self._add_object(
             measurement,
             CHARACTERISTIC_IFACE,
             {
@@ -176,6 +187,23 @@ class MockBluez:
             ],
         )
         return MockThermometer(device, measurement)
+
+    def _add_object(
+        self, path: str, interface: str, properties: dict[str, Any], methods: list[Any]
+    ) -> None:
+        """AddObject, announced as BlueZ announces it (pitfall 18)."""
+        self._root.AddObject(path, interface, properties, methods)
+        self._root.EmitSignal(
+            "org.freedesktop.DBus.ObjectManager",
+            "InterfacesAdded",
+            "oa{sa{sv}}",
+            [
+                dbus.ObjectPath(path),
+                dbus.Dictionary(
+                    {interface: dbus.Dictionary(properties, signature="sv")}, signature="sa{sv}"
+                ),
+            ],
+        )
 
     def advertise(self, device: str, rssi: int = -60) -> None:
         """What BlueZ says when it hears an advertisement: the device's RSSI changed."""
@@ -200,28 +228,50 @@ class MockBluez:
         return bool(adapter.Get(ADAPTER_IFACE, "Powered", dbus_interface=dbus.PROPERTIES_IFACE))
 
 
-@pytest.fixture
-def bluez(system_bus: str, tmp_path: Path) -> Iterator[MockBluez]:
+@contextmanager
+def mock_bluez(system_bus: str, tmp_path: Path, adapter: bool = True) -> Iterator[MockBluez]:
     with (
         (tmp_path / "bluez-mock.log").open("wb") as log,
         SpawnedMock.spawn_with_template("bluez5", stdout=log, stderr=subprocess.STDOUT) as server,
     ):
-        yield MockBluez(dbus.bus.BusConnection(system_bus), server.obj)
+        yield MockBluez(dbus.bus.BusConnection(system_bus), server.obj, adapter)
+
+
+@pytest.fixture
+def bluez(system_bus: str, tmp_path: Path) -> Iterator[MockBluez]:
+    with mock_bluez(system_bus, tmp_path) as mock:
+        yield mock
+
+
+@pytest.fixture
+def bluez_without_adapter(system_bus: str, tmp_path: Path) -> Iterator[MockBluez]:
+    """BlueZ running, no adapter plugged in yet."""
+    with mock_bluez(system_bus, tmp_path, adapter=False) as mock:
+        yield mock
+
+
+@asynccontextmanager
+async def advertised(bluez: MockBluez) -> AsyncIterator[MockThermometer]:
+    """A thermometer that advertises every 100 ms, until its adapter is removed."""
+    thermometer = bluez.add_thermometer(THERMOMETER)
+
+    async def advertise() -> None:
+        with contextlib.suppress(dbus.exceptions.DBusException):  # the adapter went
+            while True:
+                bluez.advertise(thermometer.device)
+                await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(advertise())
+    try:
+        yield thermometer
+    finally:
+        task.cancel()
 
 
 @pytest_asyncio.fixture
 async def advertising(bluez: MockBluez) -> AsyncIterator[MockThermometer]:
-    """A thermometer that advertises every 100 ms."""
-    thermometer = bluez.add_thermometer(THERMOMETER)
-
-    async def advertise() -> None:
-        while True:
-            bluez.advertise(thermometer.device)
-            await asyncio.sleep(0.1)
-
-    task = asyncio.create_task(advertise())
-    yield thermometer
-    task.cancel()
+    async with advertised(bluez) as thermometer:
+        yield thermometer
 
 
 @pytest.mark.asyncio
@@ -379,6 +429,45 @@ async def test_a_connected_device_keeps_the_watchdog_quiet(
         LinkState.CONNECTED,
         LinkState.DISCONNECTED,
     ]
+
+
+@pytest.mark.asyncio
+async def test_an_adapter_plugged_in_later_then_out_and_in_again_is_used_each_time(
+    bluez_without_adapter: MockBluez, tmp_path: Path
+) -> None:
+    # Before: BlueZ was not asked for an adapter at start; the session scanned on none
+    # and reported "scan failed" with the adapter said to be "up".
+    bluez, listener = bluez_without_adapter, RecordingListener()
+    sessions = DeviceSessions(watched_config(tmp_path, silence_s=300), listener)
+    await sessions.start()
+    try:
+        health = sessions.adapter_health()
+        assert health["state"] == "unavailable", health
+        assert health["error"] == "no Bluetooth adapter with the BLE central role"
+        assert listener.of("state", THERMOMETER) == [
+            (LinkState.UNREACHABLE, f"Bluetooth adapter unavailable: {health['error']}")
+        ]
+
+        for plugged_in in range(2):
+            bluez.add_adapter()
+            async with advertised(bluez) as thermometer:
+                await listener.wait_for(
+                    lambda: bluez.calls(thermometer.measurement, "StartNotify"),
+                    f"StartNotify after plugging in ({plugged_in})",
+                )
+                assert sessions.adapter_health()["state"] == "up"
+                mark = len(listener.of("state", THERMOMETER))
+                bluez.remove_adapter()
+                await listener.wait_for(
+                    lambda: sessions.adapter_health()["state"] == "unavailable",
+                    "the adapter unavailable once unplugged",
+                )
+            assert "hci0 is gone" in sessions.adapter_health()["error"]
+            assert listener.of("state", THERMOMETER)[-1][1].startswith(
+                "Bluetooth adapter unavailable: "
+            ), listener.of("state", THERMOMETER)[mark:]
+    finally:
+        await sessions.stop()
 
 
 @pytest.mark.asyncio

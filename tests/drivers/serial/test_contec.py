@@ -172,8 +172,8 @@ def test_stream_resyncs_and_counts_garbage(
     decoder = Cms50StreamDecoder(generation)
     packets = decoder.feed(stream)
     assert len(packets) == 3 and all(p == packets[0] for p in packets)
-    assert decoder.garbage_bytes == len(noise) + len(partial)
-    assert decoder.packets_in_sync == 2
+    assert decoder.garbage_bytes == decoder.refused_bytes == len(noise) + len(partial)
+    assert (decoder.packets, decoder.packet_bytes) == (3, 3 * len(packet))
 
 
 @pytest.mark.parametrize(
@@ -190,7 +190,8 @@ def test_stream_keeps_partial_packets_across_reads(generation: Generation, packe
 def test_stream_counts_framed_but_undecodable_v46_packets() -> None:
     decoder = Cms50StreamDecoder(Generation.V46)
     assert len(decoder.feed(V46 + _v46_with(1, 0xE5) + V46)) == 2
-    assert (decoder.bad_packets, decoder.garbage_bytes, decoder.packets_in_sync) == (1, 0, 1)
+    assert (decoder.bad_packets, decoder.garbage_bytes, decoder.packets) == (1, 0, 2)
+    assert decoder.refused_bytes == len(V46)
     assert isinstance(decoder.last_error, ImplausibleValue)
 
 

@@ -47,7 +47,8 @@ async def running(
     finally:
         await session.stop()
     for error, _raw in recorder.of("malformed"):  # summaries, never one report per byte
-        assert re.fullmatch(r"CMS50 (legacy|v46) stream: .*dropped.*", str(error)), error
+        summary = r"CMS50 (legacy|v46) stream: .*dropped.*|garbage on the line .* refused .*"
+        assert re.fullmatch(summary, str(error)), error
 
 
 @contextmanager
@@ -140,6 +141,34 @@ async def test_garbage_is_counted_and_readings_continue(tmp_path: Path) -> None:
         assert all("garbage bytes dropped while resynchronising" in e and r for e, r in summaries)
         reported = sum(int(re.search(r"(\d+) garbage bytes", e).group(1)) for e, _ in summaries)
         assert 0 < reported <= sim.garbage_bytes_sent
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("generation", list(Generation))
+async def test_garbage_before_every_third_packet_is_still_the_device(
+    generation: Generation, tmp_path: Path
+) -> None:
+    with simulator(generation, tmp_path, garbage_every=3) as sim:
+        async with running(sim.path) as (session, rec):
+            assert_normal(await rec.wait_new("measurements", 2))
+            assert rec.states() == [LinkState.CONNECTING, LinkState.CONNECTED]
+            assert session.protocol.generation is generation
+            await rec.wait_for(lambda: rec.of("malformed"), "the garbage reported")
+
+
+@pytest.mark.asyncio
+async def test_a_line_of_noise_is_reported_as_garbage_with_counts(tmp_path: Path) -> None:
+    with simulator(Generation.LEGACY, tmp_path, noise_only=True) as sim:
+        async with running(sim.path) as (_session, rec):
+            detail = await rec.wait_state(LinkState.UNREACHABLE)
+        assert re.fullmatch(
+            rf"garbage on the line {re.escape(sim.path)}, not enough CMS50 packets:"
+            r" \d+ bytes refused at 115200 8N1; \d+ bytes refused at 19200 8O1",
+            detail,
+        ), detail
+        (error, raw), *_ = rec.of("malformed")
+        assert str(error) == detail and raw and set(raw) <= set(b"\xff\x00\x55")
+        assert rec.of("measurements") == []
 
 
 @pytest.mark.asyncio
