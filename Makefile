@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint system-packages bench clean
+.PHONY: demo test lint system-packages bench soak clean
 
 demo: $(VENV)/.installed-run
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory system-packages PACKAGES="mosquitto" || true
@@ -25,6 +25,9 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench
+
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m bench soak
 
 $(VENV)/.created:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'

@@ -1,4 +1,6 @@
 """`python -m bench [--quick] [--readings N]`: run every measurement, print the table.
+`python -m bench soak [--minutes M] [--speed X] [--tracemalloc]`: the soak instead
+(bench/soak_report.py).
 
 Exit status 1 when a measurement failed (the table still shows the others).
 """
@@ -16,7 +18,7 @@ import time
 from datetime import datetime
 from importlib.metadata import version
 
-from bench import report
+from bench import report, soak_report
 from bench.runner import Outcome, run_child
 
 DEFAULT_READINGS = 30_000
@@ -63,6 +65,10 @@ def _environment() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        return soak_report.main(argv[1:], _environment())
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Gateway throughput, latency and memory vs raw sqlite3/paho baselines"

@@ -1,4 +1,5 @@
-"""One measurement in a process of its own: `python -m bench.child SCENARIO N`.
+"""One measurement in a process of its own: `python -m bench.child SCENARIO N`
+(for `soak`, N is the simulated seconds, and `--speed` / `--tracemalloc` apply).
 
 Prints its result as one JSON line starting with `BENCH-RESULT `, with the process's
 peak RSS added; anything else it prints (gateway warnings) goes to stderr.
@@ -22,12 +23,12 @@ from types import FrameType
 
 from bench.common import BROKERS, Result, peak_rss_mb
 
-SCENARIOS = ("import", "sqlite", "mqtt", "mqtt-latency", "ingest", "e2e", "backlog")
+SCENARIOS = ("import", "sqlite", "mqtt", "mqtt-latency", "ingest", "e2e", "backlog", "soak")
 MARK = "BENCH-RESULT "
 IMPORTED = ("gateway.service", "gateway.config", "gateway.broker", "drivers.measurement")
 
 
-def run(scenario: str, n: int, workdir: Path) -> Result:
+def run(scenario: str, n: int, workdir: Path, speed: float, trace: bool) -> Result:
     if scenario == "import":
         # What every gateway process loads before it does anything: the baseline for
         # its memory.
@@ -44,6 +45,10 @@ def run(scenario: str, n: int, workdir: Path) -> Result:
         from bench.gateway_runs import PROBE_INTERVAL_S
 
         return baselines.mqtt_latency(n, PROBE_INTERVAL_S)
+    if scenario == "soak":
+        from bench.soak import soak
+
+        return asyncio.run(soak(n, speed, workdir, trace))
     from bench import gateway_runs
 
     measure = {
@@ -71,13 +76,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.child")
     parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("n", type=int)
+    parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument("--tracemalloc", action="store_true")
     args = parser.parse_args()
     # Warnings (broker down, absent serial ports) are expected here; errors are not.
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     with tempfile.TemporaryDirectory(prefix=f"bench-{args.scenario}-") as tmp:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _on_signal(tmp))
-        result = run(args.scenario, args.n, Path(tmp))
+        result = run(args.scenario, args.n, Path(tmp), args.speed, args.tracemalloc)
     result["peak_rss_mb"] = peak_rss_mb()
     print(MARK + json.dumps(result), flush=True)
     return 0

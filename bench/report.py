@@ -210,8 +210,8 @@ def details(outcomes: dict[str, Outcome]) -> list[str]:
     )
     if stalls:
         lines.append(
-            f"!   GatewayService.stop() stalled {stalls} time(s) for 3 s: the uplink ignored its"
-            " cancellation and the bench cancelled it again (see bench/README.md)"
+            f"!   GatewayService.stop() stalled {stalls} time(s) for 3 s (see"
+            " bench/gateway_runs.py, stop_with_watchdog)"
         )
     for outcome in outcomes.values():
         if not outcome.ok:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +30,10 @@ class Outcome:
         return self.result is not None
 
 
-def run_child(scenario: str, n: int, timeout_s: float) -> Outcome:
+def run_child(scenario: str, n: int, timeout_s: float, options: Sequence[str] = ()) -> Outcome:
     start = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.child", scenario, str(n)],
+        [sys.executable, "-m", "bench.child", scenario, str(n), *options],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
