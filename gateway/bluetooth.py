@@ -29,6 +29,7 @@ from typing import Any
 from drivers.backoff import Backoff
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
 from drivers.ble.advert_listener import AdvertListener
+from drivers.ble.cancel import cancel_until_done
 from drivers.ble.session import GattSession
 from drivers.ble.watchdog import AdapterWatchdog
 from drivers.kinds import DeviceKind, Transport
@@ -99,12 +100,8 @@ class BluetoothSessions:
         self._task = asyncio.create_task(self._keep(adapter, opened), name="Bluetooth adapter")
 
     async def stop(self) -> None:
-        """Cancels again until the task ends: Python 3.11's asyncio.wait_for, used
-        throughout bumble, swallows a cancel that races with a result."""
         task, self._task = self._task, None
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=1.0)
+        await cancel_until_done(task)
         await self._close()
 
     def health(self) -> dict[str, Any]:

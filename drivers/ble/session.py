@@ -22,6 +22,7 @@ from drivers.backoff import Backoff
 from drivers.ble import uuids
 from drivers.ble.adapter import BleAdapter
 from drivers.ble.battery import parse_battery_level
+from drivers.ble.cancel import cancel_until_done
 from drivers.ble.dis import DIS_STRINGS, decode_dis_string
 from drivers.ble.gatt_profiles import GattProfile, MeasurementParser
 from drivers.errors import MalformedPacket
@@ -104,15 +105,9 @@ class GattSession:
             self._task = asyncio.create_task(self._run(), name=f"GATT session {self.address}")
 
     async def stop(self) -> None:
-        """Cancel whatever the session is doing and disconnect.
-
-        Cancels again until the task ends: Python 3.11's asyncio.wait_for, used
-        throughout bumble, swallows a cancel that races with a result.
-        """
+        """Cancel whatever the session is doing and disconnect."""
         task, self._task = self._task, None
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=1.0)
+        await cancel_until_done(task)
 
     async def _run(self) -> None:
         failures = 0

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from drivers.ble.cancel import cancel_until_done
 from drivers.errors import RefusedPacket
 from drivers.listener import AdapterState, LinkState, SessionListener, WatchdogAction
 from drivers.measurement import Measurement
@@ -139,12 +140,8 @@ class AdapterWatchdog:
             self._task = asyncio.create_task(self._run(), name="Bluetooth adapter watchdog")
 
     async def stop(self) -> None:
-        """Cancels again until the task ends: Python 3.11's asyncio.wait_for, used
-        throughout bumble, swallows a cancel that races with a result."""
         task, self._task = self._task, None
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=1.0)
+        await cancel_until_done(task)
 
     async def _run(self) -> None:
         interval = min(self.silence_s / 4, _MAX_CHECK_INTERVAL_S)
