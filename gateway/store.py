@@ -163,7 +163,7 @@ class Store:
             with self._transaction():
                 migration(self.db)
                 if number == 1 and floor:
-                    self._set_last_seq(floor)
+                    self.set_last_seq(floor)
                 self._conn.execute(f"PRAGMA user_version = {number}")
 
     def _resume_seq(self) -> None:
@@ -176,7 +176,7 @@ class Store:
         last = self.last_seq()
         if seq.outside_store and (seq.ceiling or 0) > last:
             with self._transaction():
-                self._set_last_seq(seq.ceiling or 0)
+                self.set_last_seq(seq.ceiling or 0)
             last = seq.ceiling or 0
         if seq.ceiling is not None and seq.ceiling >= last and not seq.outside_store:
             return
@@ -199,7 +199,8 @@ class Store:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
         return int(row[0]) if row else 0
 
-    def _set_last_seq(self, seq: int) -> None:
+    def set_last_seq(self, seq: int) -> None:
+        """Record `seq` as the highest issued (inside the caller's transaction, if any)."""
         self._conn.execute(
             "INSERT INTO meta(key, value) VALUES('last_seq', ?)"
             " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -247,7 +248,7 @@ class Store:
             self._seq.cover(max_seq)  # reserved (durably) before it is committed
         with self._transaction():
             self.db.table("readings").insert_all(rows, batch_size=1000)
-            self._set_last_seq(max_seq)
+            self.set_last_seq(max_seq)
 
     def undelivered(
         self, after_seq: int, limit: int, up_to_seq: int | None = None
@@ -591,7 +592,7 @@ def _replace(
             detail += f"; salvage stopped: {exc}"
         if salvage.highest_seq > fresh.last_seq():  # the old store knew of higher seqs
             with fresh._transaction():
-                fresh._set_last_seq(salvage.highest_seq)
+                fresh.set_last_seq(salvage.highest_seq)
         next_seq = fresh.last_seq() + 1
     finally:
         fresh.close()

@@ -47,7 +47,7 @@ def take_over(memory: Store, disk: Store | None, disk_path: Path) -> Taken:
     more, which the block covers)."""
     if disk is None:
         if memory.seq_ceiling is None:
-            _set_last_seq(memory, peek_last_seq(disk_path) + RESERVE_BLOCK)
+            memory.set_last_seq(peek_last_seq(disk_path) + RESERVE_BLOCK)
         return Taken(from_disk=frozenset())
     db = memory.db
     alerts = disk.db.query(
@@ -64,7 +64,7 @@ def take_over(memory: Store, disk: Store | None, disk_path: Path) -> Taken:
     db.table("devices").insert_all(
         disk.db.query("SELECT id, updated_at, record FROM devices"), pk="id"
     )
-    _set_last_seq(memory, disk.last_seq())
+    memory.set_last_seq(disk.last_seq())
     return Taken(from_disk=frozenset(e["seq"] for e in events))
 
 
@@ -77,14 +77,6 @@ def peek_last_seq(path: Path) -> int:
     except sqlite3.Error:
         return 0
     return int(row[0]) if row else 0
-
-
-def _set_last_seq(store: Store, seq: int) -> None:
-    store.db.execute(
-        "INSERT INTO meta(key, value) VALUES('last_seq', ?)"
-        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [str(seq)],
-    )
 
 
 def write_back(memory: Store, disk: Store, taken: Taken) -> int:
@@ -115,12 +107,7 @@ def write_back(memory: Store, disk: Store, taken: Taken) -> int:
             {k: v for k, v in row.items() if k != "seq"}
             for row in src.query("SELECT * FROM audit ORDER BY seq")
         )
-        dst.execute(
-            "INSERT INTO meta(key, value) VALUES('last_seq', ?)"
-            " ON CONFLICT(key) DO UPDATE SET"
-            " value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-            [str(memory.last_seq())],
-        )
+        disk.set_last_seq(max(disk.last_seq(), memory.last_seq()))
         dst.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):  # must not hide why the write failed
