@@ -9,9 +9,12 @@ what each device kind takes comes from the registry of kinds (`drivers/kinds.py`
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Sequence
+from datetime import date, datetime, time, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -33,7 +36,8 @@ from pydantic_core import ErrorDetails
 from drivers.kinds import KINDS, DeviceKind, KeyUse, Transport
 from drivers.measurement import Site
 from gateway.config_table import ConfigTable
-from gateway.rules.registry import RulesSection
+from gateway.model import DEFAULT_SCHEDULE, DoorRole, RiskGrade
+from gateway.rules.registry import RulesSection, check_overrides
 
 _ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 #: A bed, resident or gateway code: letters, digits, - _ . (never a name with spaces).
@@ -136,6 +140,29 @@ class GatewaySection(ConfigTable):
     id: _Code
     township: _Code
     data_dir: _RequiredPath
+    #: IANA name (`Asia/Shanghai`) of the local time schedules and quiet hours are in;
+    #: empty: the system's time zone.
+    timezone: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        if name:
+            try:
+                zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"{name!r} is not an IANA time zone (e.g. Asia/Shanghai)"
+                ) from None
+        return name
+
+    @property
+    def tz(self) -> tzinfo:
+        if self.timezone:
+            return zoneinfo.ZoneInfo(self.timezone)
+        zone = datetime.now().astimezone().tzinfo
+        assert zone is not None
+        return zone
 
 
 class MqttSection(ConfigTable):
@@ -268,6 +295,60 @@ class WebSection(ConfigTable):
         return int(self.listen.rsplit(":", 1)[1])
 
 
+#: A door sensor's periodic advertisements (battery, state) come at least this often
+#: (the sensors in the kinds table send one every few minutes).
+DOOR_REPORT_INTERVAL_S = 600.0
+
+
+class WindowConfig(ConfigTable):
+    """One measurement window of `[[subjects]]`' `schedule`: local times."""
+
+    name: _Code
+    start: time
+    end: time
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, end: time, info: ValidationInfo) -> time:
+        start = info.data.get("start")
+        if start is not None and end <= start:
+            raise ValueError("must be after start, the same day (a window does not cross midnight)")
+        return end
+
+
+def _default_schedule() -> tuple[WindowConfig, ...]:
+    return tuple(WindowConfig(name=w.name, start=w.start, end=w.end) for w in DEFAULT_SCHEDULE)
+
+
+class SubjectConfig(ConfigTable):
+    """One `[[subjects]]` table: seeds a subject in the store at its first start; after
+    that the store's copy is the one that counts (changed through the service API)."""
+
+    code: Annotated[str, AfterValidator(_subject)]
+    risk_grade: Annotated[RiskGrade, Strict(False)] = RiskGrade.GREEN
+    #: A TOML date (midnight local time) or date-time; none: not isolated.
+    isolation_start: date | datetime | None = None
+    #: The field's 14 days by default; at most 60.
+    isolation_days: int = Field(default=14, ge=1, le=60)
+    schedule: tuple[WindowConfig, ...] = Field(default_factory=_default_schedule, strict=False)
+    #: Per rule table, parameters that differ for this subject: `{low_spo2 = {persist_s = 10}}`.
+    thresholds: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("schedule")
+    @classmethod
+    def _windows_apart(cls, schedule: tuple[WindowConfig, ...]) -> tuple[WindowConfig, ...]:
+        names: set[str] = set()
+        ordered = sorted(schedule, key=lambda w: w.start)
+        for index, window in enumerate(schedule):
+            if window.name in names:
+                raise _Invalid("two windows have this name", index, "name")
+            names.add(window.name)
+        for earlier, later in itertools.pairwise(ordered):
+            if later.start < earlier.end:
+                raise ValueError(f"windows {earlier.name!r} and {later.name!r} overlap")
+        return schedule
+
+
 class DeviceConfig(ConfigTable):
     """One `[[devices]]` table. Which keys a device takes follows from its kind's entry
     in `drivers.kinds.KINDS`: its transport, whether it has a site, whether it takes a
@@ -282,6 +363,13 @@ class DeviceConfig(ConfigTable):
     #: AES key of an encrypting advertiser (BTHome key, MiBeacon bindkey). A secret:
     #: kept out of repr, logs, error messages and every message.
     key: bytes | None = Field(default=None, repr=False, validate_default=True)
+    #: A door sensor's role: what an opening means (default `isolation`).
+    role: Annotated[DoorRole, Strict(False)] | None = Field(default=None, validate_default=True)
+    #: The device is expected to report at least this often (s); silence for
+    #: `rules.device_silent.missed_reports` of these raises `device_silent`. Door sensors
+    #: default to 600 s (their periodic advertisements); other devices are not watched
+    #: unless it is set (an oximeter worn continuously: a few seconds).
+    report_interval_s: float | None = Field(default=None, ge=1.0, le=86400.0, validate_default=True)
 
     @field_validator("kind")
     @classmethod
@@ -350,6 +438,29 @@ class DeviceConfig(ConfigTable):
             raise ValueError("must be 32 hex digits (a 16-byte AES key)")
         return bytes.fromhex(key)
 
+    @field_validator("role", mode="after")
+    @classmethod
+    def _doors_only(cls, role: DoorRole | None, info: ValidationInfo) -> DoorRole | None:
+        kind = _kind(info)
+        if kind is None:
+            return role
+        if kind.transport is not Transport.ADVERT:
+            if role is not None:
+                doors = _kinds_where(lambda k: k.transport is Transport.ADVERT)
+                raise ValueError(f"only {doors} door sensors have a role")
+            return None
+        return role or DoorRole.ISOLATION
+
+    @field_validator("report_interval_s", mode="after")
+    @classmethod
+    def _doors_report_periodically(
+        cls, interval: float | None, info: ValidationInfo
+    ) -> float | None:
+        kind = _kind(info)
+        if interval is None and kind is not None and kind.transport is Transport.ADVERT:
+            return DOOR_REPORT_INTERVAL_S
+        return interval
+
     @property
     def device_id(self) -> str:
         """Stable across restarts: derived from kind and address only."""
@@ -375,6 +486,7 @@ class Config(ConfigTable):
     bluetooth: BluetoothSection = Field(default_factory=BluetoothSection)
     web: WebSection = Field(default_factory=WebSection)
     rules: RulesSection = Field(default_factory=RulesSection)
+    subjects: tuple[SubjectConfig, ...] = Field(default=(), strict=False)
     devices: tuple[DeviceConfig, ...] = Field(default=(), strict=False)  # TOML gives a list
     _source: Path | None = PrivateAttr(None)
 
@@ -385,6 +497,24 @@ class Config(ConfigTable):
         if isinstance(store, dict) and store.get("path", "") == "" and gateway is not None:
             return {**store, "path": gateway.data_dir / "gateway.sqlite3"}
         return store
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects_once_with_known_thresholds(
+        cls, subjects: tuple[SubjectConfig, ...], info: ValidationInfo
+    ) -> tuple[SubjectConfig, ...]:
+        seen: set[str] = set()
+        rules = info.data.get("rules")
+        for index, subject in enumerate(subjects):
+            if subject.code in seen:
+                raise _Invalid("the same subject is configured twice", index, "code")
+            seen.add(subject.code)
+            if rules is not None:
+                try:
+                    check_overrides(rules, subject.thresholds)
+                except ValueError as exc:
+                    raise _Invalid(str(exc), index, "thresholds") from None
+        return subjects
 
     @field_validator("devices")
     @classmethod

@@ -27,7 +27,7 @@ from drivers.measurement import Measurement
 from gateway.clock import ClockWatch
 from gateway.config import Config
 from gateway.devices import DeviceRegistry
-from gateway.model import Alert, ClockState, Reading
+from gateway.model import Alert, ClockState, Instant, Reading
 from gateway.rules.engine import RuleEngine
 from gateway.store import StoreThread
 
@@ -189,7 +189,7 @@ class Pipeline:
             self._unsaved_alerts.extend(self._rules.evaluate(readings))
             await self._save_alerts()
 
-    def evaluate_clock(self, now: datetime) -> None:
+    def evaluate_clock(self, now: Instant) -> None:
         """Run the rules on the clock reaching `now`; their alert changes are saved, logged
         and announced by the flush task, as the changes readings cause are."""
         self.add_alert_changes(self._rules.evaluate_tick(now))
@@ -215,7 +215,7 @@ class Pipeline:
                     "alert": alert.id,
                     "kind": alert.kind.value,
                     "state": alert.state.value,
-                    "severity": alert.severity.value,
+                    "severity": alert.severity.value if alert.severity else None,
                     "subject": alert.subject,
                 },
             )

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,13 +24,14 @@ from gateway import __version__, systemd
 from gateway.clock import ClockWatch
 from gateway.config import Config
 from gateway.devices import DeviceRegistry
-from gateway.model import Alert
+from gateway.model import Alert, Instant
 from gateway.pipeline import Pipeline
 from gateway.rules.engine import RuleEngine
 from gateway.sessions import DeviceSessions
 from gateway.storage_alarm import StorageAlarm
 from gateway.store import QueueStats, StoreThread
 from gateway.store_recovery import StoreRecovery
+from gateway.subjects import SubjectDirectory
 from gateway.supervision import Supervisor
 from gateway.uplink import Uplink
 from gateway.web.app import create_app
@@ -78,7 +80,8 @@ class GatewayService:
         self._faults_published: list[tuple[str, str]] = []
         self.devices = DeviceRegistry(config.devices, config.mqtt.status_interval_s)
         self.clock = ClockWatch()
-        self.rules = RuleEngine.configured(config.rules)
+        self.subjects = SubjectDirectory.from_config(config)
+        self.rules = RuleEngine.configured(config.rules, self.subjects)
         self.uplink = Uplink(config, self.store, self._status_payload, self.devices.records)
         self.pipeline = Pipeline(
             config,
@@ -206,7 +209,7 @@ class GatewayService:
         while True:
             self.clock.refresh()
             now = self._now()
-            self.pipeline.evaluate_clock(now)
+            self.pipeline.evaluate_clock(Instant(now, time.monotonic()))
             if self.store.fault is not None and loop.time() >= next_write_back:
                 await self.store.write_back()
                 next_write_back = loop.time() + _WRITE_BACK_EVERY_S

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from gateway.model import Alert, AlertKind, AlertState, Severity
+from gateway.model import Alert, AlertKind, AlertState
 from gateway.rules.base import new_alert_id
 
 
@@ -38,7 +38,7 @@ class StorageAlarm:
                 kind=AlertKind.STORAGE_FAILURE,
                 subject=None,
                 device=self._gateway_id,
-                severity=Severity.HIGH,
+                severity=None,
                 state=AlertState.RAISED,
                 raised_at=now,
                 updated_at=now,

@@ -1,6 +1,7 @@
 """Runs every rule over each accepted reading, in sequence order, and on each tick of
 the clock, so a rule can raise on time passing (a measurement that did not come) as it
-raises on a value."""
+raises on a value. Also the lifecycle steps that are not a rule's own: acknowledging an
+alert, and the rules' timers kept across a restart."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from gateway.model import Alert, AlertKind, Reading
-from gateway.rules.base import Rule
+from gateway.model import Alert, AlertKind, Instant, Reading
+from gateway.rules.base import CareContext, Rule, acknowledge, snapshot
 from gateway.rules.registry import RULES, RulesSection
+
+
+class UnknownAlert(LookupError):
+    """No open alert has this id (never raised, or cleared already)."""
 
 
 class RuleEngine:
@@ -22,9 +27,9 @@ class RuleEngine:
             self._rules[rule.kind] = rule
 
     @classmethod
-    def configured(cls, section: RulesSection) -> RuleEngine:
+    def configured(cls, section: RulesSection, context: CareContext) -> RuleEngine:
         """Every rule of the registry, with the parameters the configuration gives it."""
-        return cls(entry.rule(getattr(section, entry.table)) for entry in RULES)
+        return cls(entry.rule(getattr(section, entry.table), context) for entry in RULES)
 
     def restore(self, active: Iterable[dict[str, Any]]) -> None:
         """Resume alerts that were active when the gateway stopped (from the store);
@@ -42,7 +47,34 @@ class RuleEngine:
                 changes.extend(rule.on_reading(reading))
         return changes
 
-    def evaluate_tick(self, now: datetime) -> list[Alert]:
+    def evaluate_tick(self, now: Instant) -> list[Alert]:
         """The alert changes that time reaching `now` causes (the caller's clock: rules
-        never read the wall clock, so a test or a replay decides what time it is)."""
+        never read the clock, so a test or a replay decides what time it is)."""
         return [alert for rule in self._rules.values() for alert in rule.on_tick(now)]
+
+    def open_alerts(self) -> list[Alert]:
+        """Copies of every alert the rules hold open."""
+        return [snapshot(a) for rule in self._rules.values() for a in rule.open_alerts()]
+
+    def acknowledge(self, alert_id: str, by: str, at: datetime) -> Alert:
+        """Mark an open alert acknowledged by role code `by`; returns the event. Raises
+        `UnknownAlert` when no rule holds it open."""
+        for rule in self._rules.values():
+            for alert in rule.open_alerts():
+                if alert.id == alert_id:
+                    return acknowledge(alert, by, at)
+        raise UnknownAlert(alert_id)
+
+    def save_state(self, now: Instant) -> dict[str, Any]:
+        """Each rule's timers (JSON, by alert kind), to be kept across a restart."""
+        offset = now.epoch_offset
+        saved = {kind.value: rule.save_state(offset) for kind, rule in self._rules.items()}
+        return {kind: state for kind, state in saved.items() if state is not None}
+
+    def load_state(self, states: dict[str, Any], now: Instant) -> None:
+        """Give each rule back its timers (after `restore`: the open alerts come first);
+        time spent stopped counts as time passed."""
+        offset = now.epoch_offset
+        for kind, rule in self._rules.items():
+            if kind.value in states:
+                rule.load_state(states[kind.value], offset)

@@ -8,7 +8,6 @@ fever lasts, only a higher temperature is news: it updates the alert (and its gr
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import Field, Strict, field_validator
@@ -16,7 +15,14 @@ from pydantic import Field, Strict, field_validator
 from drivers.measurement import Metric, Site
 from gateway.config_table import ConfigTable
 from gateway.model import Alert, AlertKind, AlertState, Reading, Severity
-from gateway.rules.base import alert_key, change_alert, raise_alert, snapshot, subject_key
+from gateway.rules.base import (
+    CareContext,
+    HeldAlerts,
+    change_alert,
+    raise_alert,
+    snapshot,
+    subject_key,
+)
 
 #: Fever lines per measurement site, degC, reading >= line raises. Defaults follow
 #: docs/protocols.md section 6: 37.3 axillary (the isolation documents), Western
@@ -53,31 +59,27 @@ class FeverParams(ConfigTable):
         return {**DEFAULT_FEVER_LINES, **lines} if isinstance(lines, dict) else lines
 
 
-class FeverAlerts:
+class FeverAlerts(HeldAlerts):
     kind = AlertKind.FEVER
 
-    def __init__(self, params: FeverParams) -> None:
+    def __init__(self, params: FeverParams, context: CareContext) -> None:
+        super().__init__()
         self._params = params
-        self._active: dict[str, Alert] = {}
-
-    def restore(self, alert: Alert) -> None:
-        self._active[alert_key(alert)] = alert
-
-    def on_tick(self, now: datetime) -> list[Alert]:
-        return []  # a fever starts and ends with readings only
+        self._context = context
 
     def on_reading(self, reading: Reading) -> list[Alert]:
         m = reading.measurement
         if m.metric is not Metric.BODY_TEMPERATURE or not m.alertable or m.site is None:
             return []
-        line = self._params.lines.get(m.site)
+        params = self._context.params("fever", reading.subject, self._params)
+        line = params.lines.get(m.site)
         if line is None:
             return []
         value = float(m.value)
         key = subject_key(reading)
         active = self._active.get(key)
         if value >= line:
-            severity = Severity.HIGH if value >= self._params.high_fever_c else Severity.WARNING
+            severity = Severity.HIGH if value >= params.high_fever_c else Severity.WARNING
             if active is None:
                 alert = raise_alert(self.kind, reading, severity, line, [reading.id], m.site.value)
                 self._active[key] = alert

@@ -1,5 +1,7 @@
 """Every alert rule, declared once. The `[rules]` tables of the configuration file and
-the rules the engine runs both derive from `RULES`.
+the rules the engine runs both derive from `RULES`, as do the risk-grade profiles
+(`[rules.profiles.<grade>.<table>]`) and a subject's own thresholds, which override a
+table's parameters for the subjects they apply to.
 
 Adding a rule: a module with its parameters (a `ConfigTable`) and its class (a `Rule`),
 one entry here, tests.
@@ -9,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import Field, create_model
+from pydantic import Field, Strict, ValidationError, create_model, field_validator, model_validator
 
 from gateway.config_table import ConfigTable
-from gateway.rules.base import Rule
+from gateway.model import RiskGrade
+from gateway.rules.base import CareContext, Rule
 from gateway.rules.fever import FeverAlerts, FeverParams
 from gateway.rules.spo2 import LowSpo2Alerts, LowSpo2Params
 
@@ -27,8 +30,9 @@ class RuleEntry(Generic[P]):
     table: str
     #: What that table holds: the rule's parameters, their defaults and bounds.
     params: type[P]
-    #: Builds the rule (its `kind` says which alerts it raises) from its parameters.
-    rule: Callable[[P], Rule]
+    #: Builds the rule (its `kind` says which alerts it raises) from its parameters and
+    #: what it may ask of subjects and devices.
+    rule: Callable[[P, CareContext], Rule]
 
 
 RULES: tuple[RuleEntry[Any], ...] = (
@@ -42,5 +46,59 @@ _TABLES: dict[str, Any] = {
 _RuleTables = create_model("_RuleTables", __base__=ConfigTable, **_TABLES)
 
 
+#: Parameters that differ from a table's, by table: `{"low_spo2": {"persist_s": 10}}`.
+Overrides = dict[str, dict[str, Any]]
+
+#: The grades' profiles when the configuration gives none: residents graded red are
+#: followed more closely, so their sustained-breach alerts wait less (10 s, not 15 s).
+DEFAULT_PROFILES: dict[RiskGrade, Overrides] = {
+    RiskGrade.RED: {"low_spo2": {"persist_s": 10.0}},
+}
+
+
+def apply_overrides(base: P, overrides: dict[str, Any]) -> P:
+    """`base` with `overrides` over it, validated as the table is."""
+    if not overrides:
+        return base
+    return type(base).model_validate({**base.model_dump(), **overrides})
+
+
+def check_overrides(section: ConfigTable, overrides: Overrides) -> None:
+    """ValueError naming the first key of `overrides` that is not a rule's parameter or
+    whose value the rule's table refuses (`low_spo2.persist_s: must be at most 300`)."""
+    tables = {entry.table for entry in RULES}
+    for table, values in overrides.items():
+        if table not in tables:
+            raise ValueError(f"{table!r} is not a rule (one of {', '.join(sorted(tables))})")
+        if not isinstance(values, dict):
+            raise ValueError(f"{table}: must be a table")
+        try:
+            apply_overrides(getattr(section, table), values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in (table, *error["loc"]))
+            raise ValueError(f"{where}: {error['msg']}") from None
+
+
 class RulesSection(_RuleTables):  # type: ignore[misc,valid-type]
-    """`[rules]`: one table per entry of `RULES`, each optional (defaults)."""
+    """`[rules]`: one table per entry of `RULES`, each optional (defaults), and
+    `[rules.profiles.<grade>.<table>]`: what differs for subjects of a risk grade."""
+
+    #: A grade given in the file replaces that grade's default profile.
+    profiles: dict[Annotated[RiskGrade, Strict(False)], Overrides] = Field(
+        default_factory=lambda: dict(DEFAULT_PROFILES), validate_default=True
+    )
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _over_the_defaults(cls, profiles: Any) -> Any:
+        return {**DEFAULT_PROFILES, **profiles} if isinstance(profiles, dict) else profiles
+
+    @model_validator(mode="after")
+    def _profiles_fit_their_tables(self) -> RulesSection:
+        for grade, overrides in self.profiles.items():
+            try:
+                check_overrides(self, overrides)
+            except ValueError as exc:
+                raise ValueError(f"profiles.{grade.value}.{exc}") from None
+        return self

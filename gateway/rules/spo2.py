@@ -10,17 +10,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from drivers.measurement import Metric
 from gateway.config_table import ConfigTable
-from gateway.model import Alert, AlertKind, AlertState, Reading, Severity
+from gateway.model import Alert, AlertKind, AlertState, Instant, Reading, Severity
 from gateway.rules.base import (
     EVIDENCE_LIMIT,
+    CareContext,
     alert_key,
     change_alert,
     raise_alert,
@@ -70,21 +71,31 @@ class _Track:
 class LowSpo2Alerts:
     kind = AlertKind.LOW_SPO2
 
-    def __init__(self, params: LowSpo2Params) -> None:
-        self._params = params
+    def __init__(self, params: LowSpo2Params, context: CareContext) -> None:
+        self._base = params
+        self._context = context
         self._tracks: dict[str, _Track] = {}
 
     def restore(self, alert: Alert) -> None:
         self._tracks[alert_key(alert)] = _Track(alert=alert)
 
-    def on_tick(self, now: datetime) -> list[Alert]:
+    def open_alerts(self) -> Iterable[Alert]:
+        return [t.alert for t in self._tracks.values() if t.alert is not None]
+
+    def on_tick(self, now: Instant) -> list[Alert]:
         return []  # silence never raises nor clears: only readings do
+
+    def save_state(self, epoch_offset: float) -> None:
+        return None
+
+    def load_state(self, state: object, epoch_offset: float) -> None:
+        return None
 
     def on_reading(self, reading: Reading) -> list[Alert]:
         m = reading.measurement
         if m.metric is not Metric.SPO2:
             return []
-        params = self._params
+        params = self._context.params("low_spo2", reading.subject, self._base)
         track = self._tracks.setdefault(subject_key(reading), _Track())
         now = reading.rule_time
         gap = track.last_at is not None and now - track.last_at > params.max_gap_s
@@ -118,7 +129,7 @@ class LowSpo2Alerts:
         return []
 
     def _raise_or_update(self, track: _Track, reading: Reading) -> list[Alert]:
-        params = self._params
+        params = self._context.params("low_spo2", reading.subject, self._base)
         critical = track.breach_lowest <= params.critical_at_or_below
         severity = Severity.CRITICAL if critical else Severity.HIGH
         if track.alert is None:

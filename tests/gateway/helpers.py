@@ -5,11 +5,41 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from drivers.measurement import Measurement, Metric, Quality, Site
-from gateway.model import ClockState, Reading
+from gateway.config import Config, parse_config
+from gateway.model import ClockState, Instant, Reading
+from gateway.rules.engine import RuleEngine
+from gateway.subjects import SubjectDirectory
 
 T0 = datetime(2026, 11, 22, 8, 0, 0, tzinfo=UTC)
+
+
+def rules_config(**sections: Any) -> Config:
+    """A configuration with the given sections (`subjects=[...]`, `rules={...}`,
+    `devices=[...]`, `gateway={"timezone": ...}`) over a minimal one."""
+    gateway = {
+        "id": "gw-test",
+        "township": "t",
+        "data_dir": "/nonexistent",
+        **sections.pop("gateway", {}),
+    }
+    return parse_config({"gateway": gateway, **sections}, Path("/nonexistent"))
+
+
+def rules_engine(**sections: Any) -> RuleEngine:
+    """The gateway's rules as `rules_config(**sections)` configures them."""
+    config = rules_config(**sections)
+    return RuleEngine.configured(config.rules, SubjectDirectory.from_config(config))
+
+
+def at(seconds: float) -> Instant:
+    """The tick `seconds` after T0, on the clock `reading(at_s=...)` uses."""
+    wall = T0 + timedelta(seconds=seconds)
+    return Instant(wall, wall.timestamp())
+
 
 #: A configured CMS50 whose port never appears: in-process tests hand the pipeline
 #: measurements "from" it directly.

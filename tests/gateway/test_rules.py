@@ -16,21 +16,21 @@ from drivers.measurement import Metric, Quality, Site
 from gateway.clock import ClockWatch
 from gateway.config import parse_config
 from gateway.devices import DeviceRegistry
-from gateway.model import Alert, AlertKind, AlertState, ClockState, Reading, Severity
+from gateway.model import Alert, AlertKind, AlertState, ClockState, Instant, Reading, Severity
 from gateway.pipeline import Pipeline
-from gateway.rules.base import new_alert_id, snapshot
+from gateway.rules.base import HeldAlerts, new_alert_id, snapshot
 from gateway.rules.engine import RuleEngine
 from gateway.rules.fever import FeverAlerts, FeverParams
-from gateway.rules.registry import RulesSection
 from gateway.store import StoreThread
-from tests.gateway.helpers import T0, reading, until
+from gateway.subjects import SubjectDirectory
+from tests.gateway.helpers import T0, at, reading, rules_config, rules_engine, until
 
 TEMP = Metric.BODY_TEMPERATURE
 
 
 def configured() -> RuleEngine:
     """The gateway's rules with their default parameters."""
-    return RuleEngine.configured(RulesSection())
+    return rules_engine()
 
 
 def spo2_series(values: list[float], start_seq: int = 1, start_s: float = 0.0, **kw):  # type: ignore[no-untyped-def]
@@ -144,25 +144,23 @@ def test_a_steady_fever_does_not_repeat_itself() -> None:
     assert [a.state for a in engine.evaluate(steady)] == [AlertState.RAISED]
 
 
-class OverdueRound:
-    """A rule driven by time alone, standing in for the next issue's ones (missed
-    measurement, silent device): raised on the first tick at or after `due`. It borrows
-    an existing alert kind, being the only rule of its engine."""
+class OverdueRound(HeldAlerts):
+    """A rule driven by time alone: raised on the first tick at or after `due`. It
+    borrows an existing alert kind, being the only rule of its engine."""
 
     kind = AlertKind.LOW_SPO2
 
     def __init__(self, due: datetime) -> None:
+        super().__init__()
         self.due = due
         self.ticks: list[datetime] = []
         self._alert: Alert | None = None
 
-    def restore(self, alert: Alert) -> None:
-        self._alert = alert
-
     def on_reading(self, reading: Reading) -> list[Alert]:
         return []
 
-    def on_tick(self, now: datetime) -> list[Alert]:
+    def on_tick(self, instant: Instant) -> list[Alert]:
+        now = instant.wall
         self.ticks.append(now)
         if self._alert is not None or now < self.due:
             return []
@@ -211,10 +209,10 @@ async def test_a_tick_reaches_the_rules_with_the_given_time_and_its_alert_is_sav
     await pipeline.start()
     flushing = asyncio.create_task(pipeline.run())
     try:
-        pipeline.evaluate_clock(T0)
-        pipeline.evaluate_clock(T0 + timedelta(minutes=31))
+        pipeline.evaluate_clock(at(0))
+        pipeline.evaluate_clock(at(31 * 60))
         await until(lambda: announced, what="the overdue alert to be announced")
-        pipeline.evaluate_clock(T0 + timedelta(minutes=32))
+        pipeline.evaluate_clock(at(32 * 60))
     finally:
         pipeline.request_stop()
         await flushing
@@ -232,7 +230,7 @@ def test_silence_neither_raises_nor_clears_the_reading_rules() -> None:
     engine = configured()
     (raised,) = engine.evaluate(spo2_series([90] * 16))
     assert raised.state is AlertState.RAISED
-    assert engine.evaluate_tick(T0 + timedelta(hours=6)) == []
+    assert engine.evaluate_tick(at(6 * 3600)) == []
     # Still active after the silence: readings clear it, as always.
     (cleared,) = engine.evaluate(spo2_series([96] * 61, start_seq=17, start_s=21_600))
     assert cleared.state is AlertState.CLEARED and cleared.id == raised.id
@@ -240,4 +238,5 @@ def test_silence_neither_raises_nor_clears_the_reading_rules() -> None:
 
 def test_two_rules_raising_the_same_kind_of_alert_are_refused() -> None:
     with pytest.raises(ValueError, match="two rules raise 'fever' alerts"):
-        RuleEngine([FeverAlerts(FeverParams()), FeverAlerts(FeverParams())])
+        context = SubjectDirectory.from_config(rules_config())
+        RuleEngine([FeverAlerts(FeverParams(), context), FeverAlerts(FeverParams(), context)])
