@@ -567,7 +567,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path, source: Path | None = None
     try:
         return Config.model_validate(raw, context=context)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc.errors())) from None
+        raise ConfigError(describe_errors(exc.errors())) from None
 
 
 _REASONS = {
@@ -588,9 +588,10 @@ _BOUNDS = {
 }
 
 
-def _one_line(errors: Sequence[ErrorDetails]) -> str:
+def describe_errors(errors: Sequence[ErrorDetails], root: type[BaseModel] | None = None) -> str:
     """`<key path>: <what is wrong>` for the first error; an unknown key before anything
-    else, since a misspelt key also shows as the right one missing."""
+    else, since a misspelt key also shows as the right one missing. `root`: the table
+    validated (default the whole file), for a change that arrives by the service API."""
     error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc, kind, ctx = error["loc"], error["type"], error.get("ctx", {})
     if isinstance(ctx.get("error"), _Invalid):
@@ -603,9 +604,9 @@ def _one_line(errors: Sequence[ErrorDetails]) -> str:
     if kind == "value_error":
         reason = str(ctx["error"])
     elif kind == "missing":
-        reason = f"missing table [{where}]" if _is_table(_type_at(loc)) else "missing"
+        reason = f"missing table [{where}]" if _is_table(_type_at(loc, root)) else "missing"
     elif kind == "extra_forbidden":
-        table = _type_at(loc[:-1])
+        table = _type_at(loc[:-1], root)
         reason = f"unknown key (allowed: {', '.join(sorted(table.model_fields))})"
     elif kind in ("enum", "literal_error"):
         reason = f"{error['input']!r} is not {ctx['expected']}"
@@ -619,9 +620,9 @@ def _one_line(errors: Sequence[ErrorDetails]) -> str:
     return f"{where}: {reason}"
 
 
-def _type_at(loc: tuple[int | str, ...]) -> Any:
-    """The type validated at `loc`, from `Config` down: to name a table's keys."""
-    target: Any = Config
+def _type_at(loc: tuple[int | str, ...], root: type[BaseModel] | None) -> Any:
+    """The type validated at `loc`, from `root` (`Config`) down: to name a table's keys."""
+    target: Any = root or Config
     for part in loc:
         if isinstance(part, int):
             target = get_args(target)[0]  # tuple[X, ...]

@@ -11,6 +11,8 @@ moved (refused packets), which the inventory shows at most once per
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,9 +43,12 @@ class DeviceStatus:
     #: Packets refused as replayed, downgraded to clear text or undecryptable: maybe
     #: an attack, so never added to the noise above.
     security_rejections: int = 0
+    #: When it was last heard (monotonic s), for the rules' `device_silent`; not kept.
+    heard_at: float | None = field(default=None, repr=False)
 
     def record(self) -> dict[str, Any]:
         record = asdict(self)
+        del record["heard_at"]
         record["link"] = self.link.value
         return record
 
@@ -51,7 +56,14 @@ class DeviceStatus:
 class DeviceRegistry:
     """In-memory state of the bound devices, keyed by address (what sessions report)."""
 
-    def __init__(self, devices: tuple[DeviceConfig, ...], counters_every_s: float) -> None:
+    def __init__(
+        self,
+        devices: tuple[DeviceConfig, ...],
+        counters_every_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`monotonic`: the clock `heard_at` is on (the rules' duration clock)."""
+        self._monotonic = monotonic
         self.by_address: dict[str, DeviceStatus] = {
             d.address: DeviceStatus(d.device_id, d.kind, d.address, d.subject) for d in devices
         }
@@ -63,6 +75,21 @@ class DeviceRegistry:
 
     def get(self, address: str) -> DeviceStatus | None:
         return self.by_address.get(address) or self.by_address.get(address.upper())
+
+    def _by_id(self, device_id: str) -> DeviceStatus | None:
+        return next((s for s in self.by_address.values() if s.id == device_id), None)
+
+    def bind(self, device_id: str, subject: str | None) -> None:
+        """The device now measures `subject`: its next readings carry it."""
+        status = self._by_id(device_id)
+        if status is not None and status.subject != subject:
+            status.subject = subject
+            self._unsaved = self._inventory_changed = True
+
+    def heard_at(self, device_id: str) -> float | None:
+        """When the device was last heard (monotonic s), None if not since the start."""
+        status = self._by_id(device_id)
+        return None if status is None else status.heard_at
 
     def restore(self, records: list[dict[str, Any]]) -> None:
         """Keep identity, last values and counts across restarts; link state starts fresh."""
@@ -167,5 +194,6 @@ class DeviceRegistry:
         return [s.record() for s in self.by_address.values()]
 
     def _heard(self, status: DeviceStatus) -> None:
+        status.heard_at = self._monotonic()
         status.last_seen = datetime.now(UTC).isoformat(timespec="seconds")
         self._unsaved = True

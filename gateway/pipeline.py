@@ -60,8 +60,10 @@ class Pipeline:
         on_committed: Callable[[], None],
         on_alerts: Callable[[list[Alert]], None],
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`now` is the wall clock readings are stamped with (a test gives its own)."""
+        """`now` is the wall clock readings are stamped with, `monotonic` the clock the
+        rules measure durations on (a test gives its own)."""
         self._config = config
         self._store = store
         self._devices = devices
@@ -70,6 +72,7 @@ class Pipeline:
         self._on_committed = on_committed
         self._on_alerts = on_alerts
         self._now = now
+        self._monotonic = monotonic
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._next_seq = 0
@@ -77,6 +80,8 @@ class Pipeline:
         #: Alert changes not saved yet (from readings or from the clock, or whose save
         #: failed): the flush task saves them in order, before anything newer.
         self._unsaved_alerts: list[Alert] = []
+        #: One save of alert changes at a time (the flush task's, an acknowledgement's).
+        self._saving_alerts = asyncio.Lock()
         #: Totals since start (readings accepted, malformed packets, ...).
         self.counters: dict[str, int] = {}
 
@@ -97,7 +102,7 @@ class Pipeline:
         if status is None:
             self._count("readings_from_unbound_device")
             return
-        now, elapsed = self._now(), time.monotonic()
+        now, elapsed = self._now(), self._monotonic()
         clock = self._clock.state
         self._pending.extend(
             _Pending(status.id, status.subject, m, now, clock, elapsed) for m in measurements
@@ -201,13 +206,20 @@ class Pipeline:
             self._unsaved_alerts.extend(alerts)
             self._wake.set()
 
+    async def commit_alert_changes(self, alerts: list[Alert]) -> None:
+        """Save and announce alert changes made outside the rules' evaluation (an
+        acknowledgement), after every change queued before them; returns once saved."""
+        self._unsaved_alerts.extend(alerts)
+        await self._save_alerts()
+
     async def _save_alerts(self) -> None:
         """Save the alert changes waiting (one transaction), then log and announce them."""
-        alerts = list(self._unsaved_alerts)
-        if not alerts:
-            return
-        await self._store.call(self._store.store.save_alert_events, alerts)
-        del self._unsaved_alerts[: len(alerts)]  # a tick may have added more meanwhile
+        async with self._saving_alerts:
+            alerts = list(self._unsaved_alerts)
+            if not alerts:
+                return
+            await self._store.call(self._store.store.save_alert_events, alerts)
+            del self._unsaved_alerts[: len(alerts)]  # a tick may have added more meanwhile
         for alert in alerts:
             log.warning(
                 "alert",

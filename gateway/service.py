@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from gateway import __version__, systemd
+from gateway.care import CareService
 from gateway.clock import ClockWatch
 from gateway.config import Config
 from gateway.devices import DeviceRegistry
@@ -45,6 +47,8 @@ _SIZE_CHECK_EVERY_S = 60.0
 _QUEUE_STATS_EVERY_S = 5.0
 #: While a memory store stands in, how often to try the disk again.
 _WRITE_BACK_EVERY_S = 5.0
+#: Where the rules' timers are kept in the store's `rule_state`.
+_RULE_STATE = "rules"
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -60,11 +64,18 @@ def _utc_now() -> datetime:
 
 
 class GatewayService:
-    def __init__(self, config: Config, *, now: Callable[[], datetime] = _utc_now) -> None:
-        """`now` is the wall clock readings are stamped with and the rules tick on (a
-        test gives its own)."""
+    def __init__(
+        self,
+        config: Config,
+        *,
+        now: Callable[[], datetime] = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`now` is the wall clock readings are stamped with and the rules tick on,
+        `monotonic` the clock their durations are measured on (a test gives its own)."""
         self.config = config
         self._now = now
+        self._monotonic = monotonic
         self.started_at = datetime.now(UTC)
         self.store = StoreThread(
             config.store.path,
@@ -78,11 +89,18 @@ class GatewayService:
         self._alerted_recovery: StoreRecovery | None = None
         #: The faults (part, reason) as `status` last said them.
         self._faults_published: list[tuple[str, str]] = []
-        self.devices = DeviceRegistry(config.devices, config.mqtt.status_interval_s)
+        self.devices = DeviceRegistry(config.devices, config.mqtt.status_interval_s, monotonic)
         self.clock = ClockWatch()
         self.subjects = SubjectDirectory.from_config(config)
+        self.subjects.heard_by = self.devices.heard_at
         self.rules = RuleEngine.configured(config.rules, self.subjects)
-        self.uplink = Uplink(config, self.store, self._status_payload, self.devices.records)
+        self.uplink = Uplink(
+            config,
+            self.store,
+            self._status_payload,
+            self.devices.records,
+            lambda: self.care.subjects_payload(),
+        )
         self.pipeline = Pipeline(
             config,
             self.store,
@@ -92,7 +110,22 @@ class GatewayService:
             on_committed=self.uplink.wake,
             on_alerts=self._alerts_changed,
             now=now,
+            monotonic=monotonic,
         )
+        self.care = CareService(
+            config,
+            self.store,
+            self.subjects,
+            self.rules,
+            self.storage_alarm,
+            self.devices,
+            commit_alert_changes=self.pipeline.commit_alert_changes,
+            on_changed=self.uplink.subjects_changed,
+            now=now,
+        )
+        #: The rules' timers as last saved (JSON text), so an unchanged state is not
+        #: written again.
+        self._saved_rule_state = ""
         self.sessions = DeviceSessions(config, self.pipeline)
         self._queue = QueueStats(0, None, 0, 0, 0)
         #: The pipeline's counters (totals since start) as last added to the store.
@@ -107,10 +140,14 @@ class GatewayService:
         await self.store.open()
         store = self.store.store
         self.devices.restore(await self.store.call(store.devices))
+        await self.care.load()
         active = await self.store.call(store.active_alerts)
         self.rules.restore(active)
         for payload in active:
             self.storage_alarm.restore(Alert.from_payload(payload))
+        rule_state = await self.store.call(store.rule_state, _RULE_STATE)
+        if rule_state:
+            self.rules.load_state(rule_state, self._instant())
         await self.store.call(
             store.audit,
             "started",
@@ -138,6 +175,7 @@ class GatewayService:
         self.pipeline.request_stop()
         await self.supervisor.stop("pipeline", cancel=False)
         await self._stop_step("saving device state", self._save_devices())
+        await self._stop_step("saving the rules' timers", self._save_rule_state())
         if self._web is not None:
             self._web.should_exit = True
         await self.supervisor.stop("web", cancel=False)
@@ -208,13 +246,16 @@ class GatewayService:
         next_write_back = loop.time()
         while True:
             self.clock.refresh()
-            now = self._now()
-            self.pipeline.evaluate_clock(Instant(now, time.monotonic()))
+            instant = self._instant()
+            now = instant.wall
+            self.pipeline.evaluate_clock(instant)
+            self.care.watch_isolations(now)
             if self.store.fault is not None and loop.time() >= next_write_back:
                 await self.store.write_back()
                 next_write_back = loop.time() + _WRITE_BACK_EVERY_S
             self._watch_storage(now)
             if loop.time() >= next_queue_stats:
+                await self._save_rule_state()
                 await self.store.call(self.store.store.check_integrity_step)
                 self._queue = await self.store.call(self.store.store.queue_stats)
                 next_queue_stats = loop.time() + _QUEUE_STATS_EVERY_S
@@ -262,6 +303,19 @@ class GatewayService:
             changes = self.storage_alarm.working(now)
         self._alerted_recovery = recovery
         self.pipeline.add_alert_changes(changes)
+
+    def _instant(self) -> Instant:
+        """Now, on the wall clock and on the rules' duration clock (as readings are)."""
+        return Instant(self._now(), self._monotonic())
+
+    async def _save_rule_state(self) -> None:
+        """Keep the rules' timers (a breach under way, a door open since...) across a
+        restart: every 5 s while running, and at stop."""
+        state = self.rules.save_state(self._instant())
+        text = json.dumps(state, sort_keys=True)
+        if text != self._saved_rule_state:
+            await self.store.call(self.store.store.save_rule_state, _RULE_STATE, state)
+            self._saved_rule_state = text
 
     async def _save_devices(self) -> None:
         await self.store.call(self.store.store.save_devices, self.devices.records())

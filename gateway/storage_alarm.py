@@ -9,11 +9,12 @@ clear every minute).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gateway.model import Alert, AlertKind, AlertState
-from gateway.rules.base import new_alert_id
+from gateway.rules.base import acknowledge, new_alert_id
 
 
 class StorageAlarm:
@@ -27,6 +28,15 @@ class StorageAlarm:
         """Adopt a storage alert that was active when the gateway last stopped."""
         if alert.kind is AlertKind.STORAGE_FAILURE:
             self._active = alert
+
+    def open_alerts(self) -> Iterable[Alert]:
+        return [] if self._active is None else [self._active]
+
+    def acknowledge(self, alert_id: str, by: str, at: datetime) -> Alert:
+        """Mark the open storage alert acknowledged; KeyError if `alert_id` is not it."""
+        if self._active is None or self._active.id != alert_id:
+            raise KeyError(alert_id)
+        return acknowledge(self._active, by, at)
 
     def failing(self, reason: str, now: datetime) -> list[Alert]:
         """The store has a fault: raise, or update when the reason changed."""

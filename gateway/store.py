@@ -84,8 +84,24 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.table("audit").create({"seq": int, "at": str, "action": str, "detail": str}, pk="seq")
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Subjects and device bindings as data, the rules' timers, the daily ledger, and
+    an outbox for messages other than readings and alert events (the ledger)."""
+    db.table("subjects").create({"code": str, "updated_at": str, "record": str}, pk="code")
+    db.table("bindings").create({"device": str, "updated_at": str, "record": str}, pk="device")
+    db.table("rule_state").create({"name": str, "saved_at": str, "state": str}, pk="name")
+    db.table("ledger").create({"subject": str, "date": str, "payload": str}, pk=("subject", "date"))
+    db.table("messages").create(
+        {"seq": int, "topic": str, "delivered": int, "payload": str},
+        pk="seq",
+        defaults={"delivered": 0},
+        not_null={"topic", "delivered", "payload"},
+    )
+    db.execute("CREATE INDEX messages_undelivered ON messages(seq) WHERE delivered = 0")
+
+
 #: Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2)
 
 
 @dataclass(frozen=True)
@@ -333,6 +349,98 @@ class Store:
             finally:
                 self._conn.execute("PRAGMA synchronous=FULL")
 
+    # --- subjects, bindings, the rules' timers, the ledger, other messages ------------
+
+    def subjects(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute("SELECT record FROM subjects ORDER BY code")
+        return [json.loads(record) for (record,) in rows]
+
+    def bindings(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute("SELECT record FROM bindings ORDER BY device")
+        return [json.loads(record) for (record,) in rows]
+
+    def save_care_change(
+        self,
+        subjects: Sequence[dict[str, Any]],
+        bindings: Sequence[dict[str, Any]],
+        audit: Sequence[tuple[str, dict[str, Any]]],
+    ) -> None:
+        """Save subject and binding records and their audit entries (action, detail) in
+        one transaction: a change is never kept without its audit, nor audited unkept."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction():
+            self.db.table("subjects").upsert_all(
+                [{"code": r["code"], "updated_at": now, "record": json.dumps(r)} for r in subjects],
+                pk="code",
+            )
+            self.db.table("bindings").upsert_all(
+                [
+                    {"device": r["device"], "updated_at": now, "record": json.dumps(r)}
+                    for r in bindings
+                ],
+                pk="device",
+            )
+            for action, detail in audit:
+                self._audit(action, detail)
+
+    def save_rule_state(self, name: str, state: Any) -> None:
+        """The rules' timers (or the ledger's days in progress), as JSON, under `name`.
+        Without an fsync of its own, like a delivered mark: saved every few seconds,
+        a power cut costs at most the last save, and the next commit syncs it."""
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._transaction():
+                self.db.table("rule_state").upsert(
+                    {
+                        "name": name,
+                        "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "state": json.dumps(state, separators=(",", ":")),
+                    },
+                    pk="name",
+                )
+        finally:
+            self._conn.execute("PRAGMA synchronous=FULL")
+
+    def rule_state(self, name: str) -> Any:
+        row = self._conn.execute("SELECT state FROM rule_state WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save_ledger_days(self, topic: str, days: Sequence[dict[str, Any]]) -> None:
+        """Keep each completed ledger day and queue it for `topic`, in one transaction."""
+        if not days:
+            return
+        with self._transaction():
+            for day in days:
+                payload = json.dumps(day, separators=(",", ":"), ensure_ascii=False)
+                self.db.table("ledger").upsert(
+                    {"subject": day["subject"], "date": day["date"], "payload": payload},
+                    pk=("subject", "date"),
+                )
+                self.db.table("messages").insert(
+                    {"topic": topic, "delivered": 0, "payload": payload}
+                )
+
+    def ledger_days(self, subject: str, first: str, last: str) -> list[dict[str, Any]]:
+        """The kept ledger days of `subject` from date `first` to `last` (YYYY-MM-DD)."""
+        rows = self._conn.execute(
+            "SELECT payload FROM ledger WHERE subject = ? AND date BETWEEN ? AND ? ORDER BY date",
+            (subject, first, last),
+        )
+        return [json.loads(payload) for (payload,) in rows]
+
+    def undelivered_messages(self, after_seq: int, limit: int) -> list[OutboxRow]:
+        """Queued messages other than readings and alert events; `OutboxRow.device`
+        holds the topic (below the gateway's root)."""
+        rows = self._conn.execute(
+            "SELECT seq, topic, payload FROM messages"
+            " WHERE delivered = 0 AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [OutboxRow(*row) for row in rows]
+
+    def mark_messages_delivered(self, seqs: Iterable[int]) -> None:
+        self._mark_delivered("messages", seqs)
+
     # --- devices, counters, audit ----------------------------------------------------
 
     def save_devices(self, records: Sequence[dict[str, Any]]) -> None:
@@ -367,13 +475,28 @@ class Store:
 
     def audit(self, action: str, detail: dict[str, Any]) -> None:
         with self._transaction():
-            self.db.table("audit").insert(
-                {
-                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "action": action,
-                    "detail": json.dumps(detail, sort_keys=True),
-                }
-            )
+            self._audit(action, detail)
+
+    def _audit(self, action: str, detail: dict[str, Any]) -> None:
+        self.db.table("audit").insert(
+            {
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "action": action,
+                "detail": json.dumps(detail, sort_keys=True, ensure_ascii=False),
+            }
+        )
+
+    def audit_trail(self, limit: int, action_prefix: str = "") -> list[dict[str, Any]]:
+        """The latest audit entries, newest first (`action_prefix`: only those actions)."""
+        rows = self._conn.execute(
+            "SELECT seq, at, action, detail FROM audit WHERE action LIKE ? || '%'"
+            " ORDER BY seq DESC LIMIT ?",
+            (action_prefix, limit),
+        )
+        return [
+            {"seq": seq, "at": at, "action": action, "detail": json.loads(detail)}
+            for seq, at, action, detail in rows
+        ]
 
     # --- size and health -------------------------------------------------------------
 

@@ -27,15 +27,19 @@ from gateway.model import AlertState
 from gateway.store_seq import RESERVE_BLOCK
 
 if TYPE_CHECKING:
+    import sqlite_utils
+
     from gateway.store import Store
 
 
 @dataclass(frozen=True, slots=True)
 class Taken:
     """What the memory store was started with, so that writing back adds only what is
-    new: the alert events in `from_disk` (by seq) are the disk store's own."""
+    new: the alert events in `from_disk` and the messages in `messages_from_disk` (by
+    seq) are the disk store's own."""
 
     from_disk: frozenset[int]
+    messages_from_disk: frozenset[int] = frozenset()
 
 
 def take_over(memory: Store, disk: Store | None, disk_path: Path) -> Taken:
@@ -61,11 +65,28 @@ def take_over(memory: Store, disk: Store | None, disk_path: Path) -> Taken:
         )
     )
     db.table("alert_events").insert_all(events, pk="seq")
-    db.table("devices").insert_all(
-        disk.db.query("SELECT id, updated_at, record FROM devices"), pk="id"
+    messages = list(
+        disk.db.query("SELECT seq, topic, delivered, payload FROM messages WHERE delivered = 0")
     )
+    db.table("messages").insert_all(messages, pk="seq")
+    for table in _COPIED_WHOLE:
+        db.table(table).insert_all(disk.db.query(f"SELECT * FROM {table}"))
     memory.set_last_seq(disk.last_seq())
-    return Taken(from_disk=frozenset(e["seq"] for e in events))
+    return Taken(
+        from_disk=frozenset(e["seq"] for e in events),
+        messages_from_disk=frozenset(m["seq"] for m in messages),
+    )
+
+
+#: Small tables the memory store starts with a copy of and writes back whole.
+_COPIED_WHOLE = ("devices", "subjects", "bindings", "rule_state", "ledger")
+_PRIMARY_KEYS: dict[str, str | tuple[str, ...]] = {
+    "devices": "id",
+    "subjects": "code",
+    "bindings": "device",
+    "rule_state": "name",
+    "ledger": ("subject", "date"),
+}
 
 
 def peek_last_seq(path: Path) -> int:
@@ -89,14 +110,17 @@ def write_back(memory: Store, disk: Store, taken: Taken) -> int:
     dst.execute("BEGIN IMMEDIATE")
     try:
         dst.table("readings").insert_all(readings, pk="seq", replace=True, batch_size=1000)
-        for row in src.query("SELECT seq, alert_id, delivered, payload FROM alert_events"):
-            if row["seq"] in taken.from_disk:  # the disk's own: only its mark is new
-                if row["delivered"]:
-                    dst.execute("UPDATE alert_events SET delivered = 1 WHERE seq = ?", [row["seq"]])
-            else:
-                dst.table("alert_events").insert({k: v for k, v in row.items() if k != "seq"})
+        _write_back_new(
+            dst, src, "alert_events", ("alert_id", "delivered", "payload"), taken.from_disk
+        )
+        _write_back_new(
+            dst, src, "messages", ("topic", "delivered", "payload"), taken.messages_from_disk
+        )
         dst.table("alerts").upsert_all(src.query("SELECT * FROM alerts"), pk="id")
-        dst.table("devices").upsert_all(src.query("SELECT * FROM devices"), pk="id")
+        for table in _COPIED_WHOLE:
+            dst.table(table).upsert_all(
+                src.query(f"SELECT * FROM {table}"), pk=_PRIMARY_KEYS[table]
+            )
         for name, value in src.execute("SELECT name, value FROM counters"):
             dst.execute(
                 "INSERT INTO counters(name, value) VALUES(?, ?)"
@@ -114,3 +138,20 @@ def write_back(memory: Store, disk: Store, taken: Taken) -> int:
             dst.execute("ROLLBACK")
         raise
     return len(readings)
+
+
+def _write_back_new(
+    dst: sqlite_utils.Database,
+    src: sqlite_utils.Database,
+    table: str,
+    columns: tuple[str, ...],
+    from_disk: frozenset[int],
+) -> None:
+    """Queued rows (alert events, messages): those the disk had get only their
+    delivered mark; new ones are added (numbered by the disk store)."""
+    for row in src.query(f"SELECT seq, {', '.join(columns)} FROM {table}"):
+        if row["seq"] in from_disk:
+            if row["delivered"]:
+                dst.execute(f"UPDATE {table} SET delivered = 1 WHERE seq = ?", [row["seq"]])
+        else:
+            dst.table(table).insert({k: row[k] for k in columns})

@@ -73,6 +73,11 @@ SALVAGED = (
     ),
     TableSpec("alerts", ("id", "kind", "state", "updated_at", "payload"), "1", _json_in(4)),
     TableSpec("devices", ("id", "updated_at", "record"), "1", _json_in(2)),
+    TableSpec("subjects", ("code", "updated_at", "record"), "1", _json_in(2)),
+    TableSpec("bindings", ("device", "updated_at", "record"), "1", _json_in(2)),
+    TableSpec("rule_state", ("name", "saved_at", "state"), "1", _json_in(2)),
+    TableSpec("ledger", ("subject", "date", "payload"), "1", _json_in(2)),
+    TableSpec("messages", ("seq", "topic", "delivered", "payload"), "delivered = 0", _json_in(3)),
     TableSpec("counters", ("name", "value"), "typeof(value) = 'integer'", lambda _: True),
 )
 

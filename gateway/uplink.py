@@ -2,7 +2,8 @@
 
 - QoS 1; a row is marked delivered only when its PUBACK arrives (at-least-once, and
   every reading carries its id, so the server deduplicates a resend).
-- Order of service on every round: alert events first, then live readings (accepted
+- Order of service on every round: alert events first, then other queued messages
+  (the daily `ledger`), then live readings (accepted
   since this connection came up), then the backlog, oldest first, in batches of
   `readings_per_message` and never more than half the in-flight window, so the backlog
   never holds up what is happening now.
@@ -90,7 +91,8 @@ class _Stream:
 
 @dataclass
 class _Inflight:
-    kind: str  # "live" | "backlog" (readings), "alert_event", or "other" (retained sets)
+    #: "live" | "backlog" (readings), "alert_event", "message", or "other" (retained sets)
+    kind: str
     seqs: list[int] = field(default_factory=list)
 
 
@@ -101,12 +103,14 @@ class Uplink:
         store: StoreThread,
         status_payload: Callable[[], dict[str, Any]],
         devices_payload: Callable[[], list[dict[str, Any]]],
+        subjects_payload: Callable[[], list[dict[str, Any]]],
     ) -> None:
         self._config = config
         self._mqtt = config.mqtt
         self._store = store
         self._status_payload = status_payload
         self._devices_payload = devices_payload
+        self._subjects_payload = subjects_payload
         self._root = config.topic_root
         self.health = UplinkHealth()
         # Jitter matters here too: after a broker restart, gateways must not all
@@ -117,6 +121,7 @@ class Uplink:
         self._inflight: dict[asyncio.Future[bool], _Inflight] = {}
         self._acked: list[asyncio.Future[bool]] = []
         self._publish_devices = True
+        self._publish_subjects = True
         self._publish_active = True
         self._publish_status = False
 
@@ -151,6 +156,12 @@ class Uplink:
         """Something `status` reports changed now (a part down or back): publish it at
         once rather than at the next interval."""
         self._publish_status = True
+        self._wake.set()
+
+    def subjects_changed(self) -> None:
+        """A subject or a binding changed, or an isolation ended: republish `subjects`
+        (and `devices`, which shows the bindings)."""
+        self._publish_subjects = self._publish_devices = True
         self._wake.set()
 
     def alerts_changed(self) -> None:
@@ -248,9 +259,11 @@ class Uplink:
                 self._acked.clear()
                 live_floor = await self._store.call(self._store.store.last_seq)
                 live, backlog, alerts = _Stream(live_floor), _Stream(0), _Stream(0)
-                self._publish_devices = self._publish_active = True
+                messages = _Stream(0)
+                self._publish_devices = self._publish_active = self._publish_subjects = True
             await self._settle_acks()
             await self._publish_alert_events(alerts)
+            await self._publish_messages(messages)
             await self._publish_retained_sets()
             room = self._mqtt.max_inflight - len(self._inflight)
             if room > 0:
@@ -327,6 +340,16 @@ class Uplink:
             )
         stream.published(rows, [row.seq for row in rows])
 
+    async def _publish_messages(self, stream: _Stream) -> None:
+        rows = await self._store.call(
+            self._store.store.undelivered_messages, stream.cursor, _FETCH_LIMIT
+        )
+        for row in rows:  # `device` holds the topic below the root
+            self._publish(
+                self._topic(row.device), row.payload, inflight=_Inflight("message", [row.seq])
+            )
+        stream.published(rows, [row.seq for row in rows])
+
     async def _publish_retained_sets(self) -> None:
         if self._publish_active:
             self._publish_active = False
@@ -334,6 +357,13 @@ class Uplink:
             self._publish_json(
                 self._topic("alerts/active"),
                 {"gateway": self._config.gateway.id, "alerts": active},
+                retain=True,
+            )
+        if self._publish_subjects:
+            self._publish_subjects = False
+            self._publish_json(
+                self._topic("subjects"),
+                {"gateway": self._config.gateway.id, "subjects": self._subjects_payload()},
                 retain=True,
             )
         if self._publish_devices:
@@ -364,6 +394,7 @@ class Uplink:
             return
         readings: list[int] = []
         events: list[int] = []
+        messages: list[int] = []
         for ack in self._acked:
             entry = self._inflight.pop(ack, None)
             if entry is None:
@@ -376,6 +407,8 @@ class Uplink:
                 continue
             if entry.kind == "alert_event":
                 events.extend(entry.seqs)
+            elif entry.kind == "message":
+                messages.extend(entry.seqs)
             elif entry.kind in ("live", "backlog"):
                 readings.extend(entry.seqs)
         self._acked.clear()
@@ -384,6 +417,8 @@ class Uplink:
             self.health.delivered_readings += len(readings)
         if events:
             await self._store.call(self._store.store.mark_alert_events_delivered, events)
+        if messages:
+            await self._store.call(self._store.store.mark_messages_delivered, messages)
 
     # --- helpers ---------------------------------------------------------------------
 

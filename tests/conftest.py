@@ -154,6 +154,7 @@ def write_config(
     extra: str = "",
     mqtt_extra: str = "",
     gateway_id: str = "gw-test",
+    gateway_extra: str = "",
 ) -> Path:
     """A complete gateway config for tests: fast reconnects, a free web port."""
     path = directory / "gateway.toml"
@@ -163,6 +164,7 @@ def write_config(
 id = "{gateway_id}"
 township = "testtown"
 data_dir = "{directory / "data"}"
+{gateway_extra}
 
 [mqtt]
 url = "mqtt://127.0.0.1:{broker_port}"

@@ -37,6 +37,7 @@ def schema_for(topic: str) -> str:
         ("/alerts", "alert-event.json"),
         ("/status", "status.json"),
         ("/devices", "devices.json"),
+        ("/subjects", "subjects.json"),
     ):
         if topic.endswith(suffix):
             return file

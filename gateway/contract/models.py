@@ -21,7 +21,14 @@ from drivers.kinds import KINDS
 from drivers.listener import AdapterState, LinkState, WatchdogAction
 from drivers.measurement import UNITS, Metric, Quality, Site
 from gateway.config import CODE
-from gateway.model import AlertKind, AlertState, ClockState, Severity
+from gateway.model import (
+    AlertClass,
+    AlertKind,
+    AlertState,
+    ClockState,
+    RiskGrade,
+    Severity,
+)
 
 if TYPE_CHECKING:
     Unit = str | None
@@ -116,13 +123,24 @@ class AlertEvent(_Closed):
     )
 
     id: str = Field(
-        description="stable for the life of the alert; raised, updated and cleared events share it"
+        description="stable for the life of the alert (one episode): raised, updated,"
+        " acknowledged and cleared events share it; a new episode after a clear has a new id"
     )
-    kind: AlertKind
+    kind: AlertKind = Field(description="what happened; docs/alerts.md gives each rule")
+    alert_class: AlertClass = Field(
+        alias="class",
+        description="physiological (the resident's body), adherence (a measurement not"
+        " taken), isolation (a door), technical (the equipment: never clinical)",
+    )
     state: AlertState
-    severity: Severity
-    subject: Subject | None
-    device: str
+    severity: Severity | None = Field(
+        description="clinical severity of a physiological alert; null for every other class"
+    )
+    subject: Subject | None = Field(
+        description="bed or pseudonymous code; null for the gateway's own alerts and"
+        " unbound devices"
+    )
+    device: str = Field(description="the device it concerns, or the gateway id")
     value: float | None = Field(
         description="the latest value that changed the alert; null for a technical alert"
     )
@@ -137,9 +155,15 @@ class AlertEvent(_Closed):
         description="ids of the readings that caused the alert (the latest 20)"
     )
     detail: str | None = Field(
-        description="a technical alert's cause in one line (e.g. storage_failure: disk"
-        " full); null for a physiological alert"
+        description="what the alert is about in one line when value and threshold do not"
+        " say it (storage_failure: disk full; missed_measurement: the window; door_open:"
+        " when it opened)"
     )
+    acknowledged_by: Subject | None = Field(
+        description="role code of who acknowledged it (e.g. doctor-3), never a name; null"
+        " until acknowledged, and again after an escalation"
+    )
+    acknowledged_at: Timestamp | None
 
 
 class ActiveAlerts(_Closed):
@@ -147,6 +171,46 @@ class ActiveAlerts(_Closed):
 
     gateway: str
     alerts: list[AlertEvent] = Field(description="the latest event of each, by updated_at")
+
+
+# --- subjects ------------------------------------------------------------------------
+
+
+class LocalTime(RootModel[str]):
+    root: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM local time")
+
+
+class ScheduleWindow(_Closed):
+    name: Subject = Field(description="e.g. morning, evening")
+    start: LocalTime
+    end: LocalTime = Field(description="exclusive; the same day as start")
+
+
+class IsolationPeriod(_Closed):
+    start: Timestamp
+    days: int = Field(ge=1, le=60)
+    end: Timestamp = Field(description="start + days, or when it was ended early")
+    ended_early: bool
+
+
+class SubjectEntry(_Closed):
+    code: Subject
+    risk_grade: RiskGrade
+    isolation: IsolationPeriod | None = Field(description="the latest isolation, or null")
+    isolated: bool = Field(description="isolated now (the isolation rules apply)")
+    schedule: list[ScheduleWindow] = Field(description="measurement windows of each day")
+    thresholds: dict[str, dict[str, float | bool | str]] = Field(
+        description="per rule table, the parameters that differ for this subject"
+    )
+
+
+class Subjects(_Open):
+    model_config = ConfigDict(
+        title="subjects (retained): each subject's risk grade, isolation and schedule"
+    )
+
+    gateway: str
+    subjects: list[SubjectEntry]
 
 
 # --- status --------------------------------------------------------------------------

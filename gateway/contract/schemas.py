@@ -15,7 +15,14 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from gateway.contract.models import ActiveAlerts, AlertEvent, Devices, ReadingMessage, Status
+from gateway.contract.models import (
+    ActiveAlerts,
+    AlertEvent,
+    Devices,
+    ReadingMessage,
+    Status,
+    Subjects,
+)
 
 FILES: dict[str, type[BaseModel]] = {
     "reading-message.json": ReadingMessage,
@@ -23,6 +30,7 @@ FILES: dict[str, type[BaseModel]] = {
     "active-alerts.json": ActiveAlerts,
     "status.json": Status,
     "devices.json": Devices,
+    "subjects.json": Subjects,
 }
 
 DIRECTORY = Path(__file__).parent

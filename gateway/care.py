@@ -1,0 +1,382 @@
+"""The one service API through which subjects, device bindings, isolations and alert
+acknowledgements change at run time. The township's MQTT commands and the technician's
+page call it; nothing else changes them.
+
+Every change is validated as the configuration file is (same bounds, same one-line
+errors), saved with its audit entry in one transaction (what, old, new, by which
+channel, by whom: a role code, never a name), and only then takes effect in the rules
+and the device registry, and is republished (`subjects`, `devices`). Subjects and
+bindings are seeded from the configuration at first start; after that the store's copy
+is the one that counts, and a configuration that says otherwise is logged, not applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.config import CODE, Config, SubjectConfig, describe_errors
+from gateway.devices import DeviceRegistry
+from gateway.model import Alert, Binding, Isolation, Subject
+from gateway.rules.engine import RuleEngine, UnknownAlert
+from gateway.rules.registry import check_overrides
+from gateway.storage_alarm import StorageAlarm
+from gateway.store import StoreThread
+from gateway.subjects import (
+    SubjectDirectory,
+    binding_from_config,
+    local_datetime,
+    subject_from_config,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Channel(StrEnum):
+    """Where a change came from, for the audit trail."""
+
+    CONFIG = "config"
+    MQTT = "mqtt"
+    WEB = "web"
+    CLI = "cli"
+
+
+class CareError(Exception):
+    """A change refused; `code` is what the MQTT command result calls it."""
+
+    code = "invalid"
+
+
+class NotFound(CareError):
+    code = "not_found"
+
+
+class Conflict(CareError):
+    code = "conflict"
+
+
+class Invalid(CareError):
+    code = "malformed"
+
+
+def _role_code(by: str | None) -> str | None:
+    if by is not None and not CODE.fullmatch(by):
+        raise Invalid("by: a role code (letters, digits, - _ .), never a name")
+    return by
+
+
+class CareService:
+    def __init__(
+        self,
+        config: Config,
+        store: StoreThread,
+        directory: SubjectDirectory,
+        rules: RuleEngine,
+        storage_alarm: StorageAlarm,
+        devices: DeviceRegistry,
+        commit_alert_changes: Callable[[list[Alert]], Awaitable[None]],
+        on_changed: Callable[[], None],
+        now: Callable[[], datetime],
+    ) -> None:
+        """`commit_alert_changes` saves and announces alert events in order with the
+        rules' own (the pipeline's); `on_changed` republishes `subjects` and `devices`."""
+        self._config = config
+        self._store = store
+        self._directory = directory
+        self._rules = rules
+        self._storage_alarm = storage_alarm
+        self._devices = devices
+        self._commit_alert_changes = commit_alert_changes
+        self._on_changed = on_changed
+        self._now = now
+        #: Codes of the subjects isolated when `watch_isolations` last looked.
+        self._isolated: set[str] = set()
+
+    # --- start-up ----------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Take the subjects and bindings from the store; seed those the store does not
+        have from the configuration (audited, channel `config`)."""
+        store = self._store.store
+        kept_subjects = {
+            r["code"]: Subject.from_record(r) for r in await self._store.call(store.subjects)
+        }
+        kept_bindings = {r["device"]: r for r in await self._store.call(store.bindings)}
+        tz = self._config.gateway.tz
+        new_subjects: list[Subject] = []
+        for entry in self._config.subjects:
+            seeded = subject_from_config(entry, tz)
+            kept = kept_subjects.get(entry.code)
+            if kept is None:
+                new_subjects.append(seeded)
+                kept_subjects[entry.code] = seeded
+            elif kept.record() != seeded.record():
+                log.warning(
+                    "subject differs from the configuration: the stored one is kept"
+                    " (changes go through the service API)",
+                    extra={"subject": entry.code},
+                )
+        new_bindings: list[Binding] = []
+        bindings: list[Binding] = []
+        for device in self._config.devices:
+            configured = binding_from_config(device)
+            record = kept_bindings.get(configured.device)
+            if record is None:
+                new_bindings.append(configured)
+                bindings.append(configured)
+                continue
+            # Which device it is comes from the configuration; whom it measures, from
+            # the store.
+            binding = replace(configured, subject=record.get("subject"))
+            if binding.subject != configured.subject:
+                log.warning(
+                    "device bound differently in the configuration: the stored binding is"
+                    " kept (changes go through the service API)",
+                    extra={"device": binding.device},
+                )
+            bindings.append(binding)
+        audit = [
+            ("subject.created", _entry(s.code, None, s.record(), Channel.CONFIG, None))
+            for s in new_subjects
+        ] + [
+            ("binding.created", _entry(b.device, None, _binding_record(b), Channel.CONFIG, None))
+            for b in new_bindings
+        ]
+        if audit:
+            await self._store.call(
+                store.save_care_change,
+                [s.record() for s in new_subjects],
+                [_binding_record(b) for b in new_bindings],
+                audit,
+            )
+        for subject in kept_subjects.values():
+            self._directory.put_subject(subject)
+        for binding in bindings:
+            self._directory.put_binding(binding)
+            self._devices.bind(binding.device, binding.subject)
+        now = self._now()
+        self._isolated = {s.code for s in self._directory.subjects() if s.isolated_at(now)}
+
+    # --- what changes -------------------------------------------------------------------
+
+    async def set_subject(
+        self,
+        code: str,
+        *,
+        risk_grade: str | None = None,
+        schedule: Sequence[dict[str, Any]] | None = None,
+        thresholds: dict[str, dict[str, Any]] | None = None,
+        channel: Channel,
+        by: str | None = None,
+    ) -> Subject:
+        """Create a subject, or change its grade, schedule or thresholds (what is not
+        given stays). Raises `Invalid` with the key and what is wrong."""
+        by = _role_code(by)
+        old = self._directory.subject(code)
+        base = old or Subject(code)
+        changes: dict[str, Any] = {"code": code, "risk_grade": risk_grade or base.risk_grade.value}
+        changes["schedule"] = (
+            list(schedule)
+            if schedule is not None
+            else [{"name": w.name, "start": w.start, "end": w.end} for w in base.schedule]
+        )
+        changes["thresholds"] = (
+            thresholds
+            if thresholds is not None
+            else {t: dict(v) for t, v in base.thresholds.items()}
+        )
+        entry = _validated_subject(changes)
+        try:
+            check_overrides(self._config.rules, entry.thresholds)
+        except ValueError as exc:
+            raise Invalid(f"thresholds.{exc}") from None
+        new = replace(
+            subject_from_config(entry, self._directory.timezone), isolation=base.isolation
+        )
+        return await self._save_subject(old, new, channel, by)
+
+    async def start_isolation(
+        self,
+        code: str,
+        *,
+        start: datetime | None = None,
+        days: int | None = None,
+        channel: Channel,
+        by: str | None = None,
+    ) -> Subject:
+        """Isolate a subject from `start` (default now) for `days` (default 14). Raises
+        `Conflict` while an isolation of it is under way."""
+        by = _role_code(by)
+        now = self._now()
+        old = self._directory.subject(code)
+        base = old or Subject(code)
+        if base.isolation is not None and base.isolated_at(now):
+            raise Conflict(f"{code} is isolated already, until {base.isolation.end.isoformat()}")
+        start_at = now if start is None else local_datetime(start, self._directory.timezone)
+        entry = _validated_subject(
+            {
+                "code": code,
+                "isolation_start": start_at,
+                "isolation_days": 14 if days is None else days,
+            }
+        )
+        new = replace(base, isolation=Isolation(start_at, entry.isolation_days))
+        return await self._save_subject(old, new, channel, by, action="isolation.started")
+
+    async def end_isolation(self, code: str, *, channel: Channel, by: str | None = None) -> Subject:
+        """End a subject's isolation now. Raises `NotFound` for an unknown subject and
+        `Conflict` when it is not isolated."""
+        by = _role_code(by)
+        now = self._now()
+        old = self._directory.subject(code)
+        if old is None:
+            raise NotFound(f"no subject {code}")
+        if old.isolation is None or not old.isolated_at(now):
+            raise Conflict(f"{code} is not isolated")
+        new = replace(old, isolation=replace(old.isolation, ended_at=now))
+        return await self._save_subject(old, new, channel, by, action="isolation.ended")
+
+    async def bind(
+        self, device: str, subject: str | None, *, channel: Channel, by: str | None = None
+    ) -> Binding:
+        """Bind a configured device to `subject` (None: unbind it from any subject)."""
+        by = _role_code(by)
+        old = self._directory.binding(device)
+        if old is None:
+            raise NotFound(f"no device {device}")
+        if subject is not None and not CODE.fullmatch(subject):
+            raise Invalid(
+                "subject: must be a bed or pseudonymous code (letters, digits, - _ .), never a name"
+            )
+        new = replace(old, subject=subject)
+        if new == old:
+            return old
+        await self._store.call(
+            self._store.store.save_care_change,
+            [],
+            [_binding_record(new)],
+            [
+                (
+                    "binding.changed",
+                    _entry(device, _binding_record(old), _binding_record(new), channel, by),
+                )
+            ],
+        )
+        self._directory.put_binding(new)
+        self._devices.bind(device, subject)
+        self._on_changed()
+        log.info(
+            "device bound", extra={"device": device, "subject": subject, "channel": channel.value}
+        )
+        return new
+
+    async def acknowledge(self, alert_id: str, by: str, *, channel: Channel) -> dict[str, Any]:
+        """Someone with role code `by` has seen an open alert: it stays open, marked
+        acknowledged. Raises `NotFound` when no open alert has that id, `Conflict`
+        when it is acknowledged already."""
+        if _role_code(by) is None:
+            raise Invalid("by: a role code is needed")
+        held = next((a for a in self.open_alerts() if a.id == alert_id), None)
+        if held is None:
+            raise NotFound(f"no open alert {alert_id}")
+        if held.acknowledged_by is not None:
+            raise Conflict(f"{alert_id} was acknowledged by {held.acknowledged_by}")
+        at = self._now()
+        try:
+            event = self._rules.acknowledge(alert_id, by, at)
+        except UnknownAlert:
+            event = self._storage_alarm.acknowledge(alert_id, by, at)
+        await self._commit_alert_changes([event])
+        await self._store.call(
+            self._store.store.audit,
+            "alert.acknowledged",
+            _entry(alert_id, None, {"acknowledged_by": by}, channel, by),
+        )
+        return event.payload()
+
+    # --- what is read ------------------------------------------------------------------
+
+    def open_alerts(self) -> list[Alert]:
+        return [*self._rules.open_alerts(), *self._storage_alarm.open_alerts()]
+
+    def subjects_payload(self) -> list[dict[str, Any]]:
+        """Every subject for the retained `subjects` message and the page."""
+        now = self._now()
+        return [{**s.record(), "isolated": s.isolated_at(now)} for s in self._directory.subjects()]
+
+    async def ledger(self, subject: str, first: date, last: date) -> list[dict[str, Any]]:
+        if self._directory.subject(subject) is None:
+            raise NotFound(f"no subject {subject}")
+        if last < first:
+            raise Invalid("the date range ends before it starts")
+        return await self._store.call(
+            self._store.store.ledger_days, subject, first.isoformat(), last.isoformat()
+        )
+
+    def watch_isolations(self, now: datetime) -> None:
+        """Called every second: an isolation that ran out is republished at once (its
+        end is news for the township), and the isolation rules stop by themselves."""
+        isolated = {s.code for s in self._directory.subjects() if s.isolated_at(now)}
+        if isolated != self._isolated:
+            for code in self._isolated - isolated:
+                log.info("isolation over", extra={"subject": code})
+            self._isolated = isolated
+            self._on_changed()
+
+    # --- helpers -----------------------------------------------------------------------
+
+    async def _save_subject(
+        self,
+        old: Subject | None,
+        new: Subject,
+        channel: Channel,
+        by: str | None,
+        action: str | None = None,
+    ) -> Subject:
+        if old is not None and old.record() == new.record():
+            return old
+        action = action or ("subject.created" if old is None else "subject.changed")
+        await self._store.call(
+            self._store.store.save_care_change,
+            [new.record()],
+            [],
+            [(action, _entry(new.code, old.record() if old else None, new.record(), channel, by))],
+        )
+        self._directory.put_subject(new)
+        self.watch_isolations(self._now())
+        self._on_changed()
+        log.info(
+            "subject changed",
+            extra={"subject": new.code, "action": action, "channel": channel.value},
+        )
+        return new
+
+
+def _validated_subject(fields: dict[str, Any]) -> SubjectConfig:
+    """Checked as a `[[subjects]]` table is; `Invalid` names the key."""
+    try:
+        return SubjectConfig.model_validate(fields, strict=False)
+    except ValidationError as exc:
+        raise Invalid(describe_errors(exc.errors(), SubjectConfig)) from None
+
+
+def _binding_record(binding: Binding) -> dict[str, Any]:
+    return {
+        "device": binding.device,
+        "kind": binding.kind,
+        "subject": binding.subject,
+        "door_role": binding.door_role.value if binding.door_role else None,
+        "report_interval_s": binding.report_interval_s,
+    }
+
+
+def _entry(
+    what: str, old: dict[str, Any] | None, new: dict[str, Any], channel: Channel, by: str | None
+) -> dict[str, Any]:
+    return {"what": what, "old": old, "new": new, "channel": channel.value, "by": by}
