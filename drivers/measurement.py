@@ -44,10 +44,13 @@ class Quality(StrEnum):
     FROM_STORAGE = "from_storage"  # replayed from the device's memory, not live
     DEVICE_CLOCK_UNSET = "device_clock_unset"
     INTERMEDIATE = "intermediate"  # in-progress display value (thermometer 0x2A1E)
+    #: One measurement taken on request (PLX spot-check 0x2A5E), not a continuous
+    #: sample: the rules judge it on its own, not as part of a sustained stretch.
+    SPOT_CHECK = "spot_check"
 
 
 #: Flags that do not make a value unfit to raise a clinical alert on.
-ALERTABLE_FLAGS = frozenset({Quality.FROM_STORAGE, Quality.DEVICE_CLOCK_UNSET})
+ALERTABLE_FLAGS = frozenset({Quality.FROM_STORAGE, Quality.DEVICE_CLOCK_UNSET, Quality.SPOT_CHECK})
 
 
 class Site(StrEnum):

@@ -12,10 +12,11 @@ is the one that counts, and a configuration that says otherwise is logged, not a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 
 from gateway.config import CODE, Config, SubjectConfig, describe_errors
 from gateway.devices import DeviceRegistry
+from gateway.ledger import LedgerBook
 from gateway.model import Alert, Binding, Isolation, Subject
 from gateway.rules.engine import RuleEngine, UnknownAlert
 from gateway.rules.registry import check_overrides
@@ -36,6 +38,9 @@ from gateway.subjects import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The longest ledger range asked at once: two isolations' worth.
+_LEDGER_MAX_DAYS = 31
 
 
 class Channel(StrEnum):
@@ -80,6 +85,7 @@ class CareService:
         rules: RuleEngine,
         storage_alarm: StorageAlarm,
         devices: DeviceRegistry,
+        ledger: LedgerBook,
         commit_alert_changes: Callable[[list[Alert]], Awaitable[None]],
         on_changed: Callable[[], None],
         now: Callable[[], datetime],
@@ -92,6 +98,7 @@ class CareService:
         self._rules = rules
         self._storage_alarm = storage_alarm
         self._devices = devices
+        self._ledger = ledger
         self._commit_alert_changes = commit_alert_changes
         self._on_changed = on_changed
         self._now = now
@@ -193,7 +200,7 @@ class CareService:
         )
         entry = _validated_subject(changes)
         try:
-            check_overrides(self._config.rules, entry.thresholds)
+            check_overrides(self._config.rules, entry.thresholds, strict=False)
         except ValueError as exc:
             raise Invalid(f"thresholds.{exc}") from None
         new = replace(
@@ -311,13 +318,28 @@ class CareService:
         return [{**s.record(), "isolated": s.isolated_at(now)} for s in self._directory.subjects()]
 
     async def ledger(self, subject: str, first: date, last: date) -> list[dict[str, Any]]:
+        """The subject's ledger from `first` to `last` (local dates): the completed days
+        as kept, and the days still in progress as they stand (windows `pending`)."""
         if self._directory.subject(subject) is None:
             raise NotFound(f"no subject {subject}")
         if last < first:
             raise Invalid("the date range ends before it starts")
-        return await self._store.call(
+        if (last - first).days > _LEDGER_MAX_DAYS:
+            raise Invalid(f"at most {_LEDGER_MAX_DAYS} days at a time")
+        kept = await self._store.call(
             self._store.store.ledger_days, subject, first.isoformat(), last.isoformat()
         )
+        days = {day["date"]: day for day in kept}
+        on = first
+        while on <= last:
+            if on.isoformat() not in days:
+                with contextlib.suppress(LookupError):  # not held (older), or no thermometer
+                    days[on.isoformat()] = {
+                        "gateway": self._config.gateway.id,
+                        **self._ledger.day(subject, on),
+                    }
+            on += timedelta(days=1)
+        return [days[d] for d in sorted(days)]
 
     def watch_isolations(self, now: datetime) -> None:
         """Called every second: an isolation that ran out is republished at once (its

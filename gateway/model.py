@@ -329,7 +329,10 @@ class Subject:
                 {"name": w.name, "start": f"{w.start:%H:%M}", "end": f"{w.end:%H:%M}"}
                 for w in self.schedule
             ],
-            "thresholds": {table: dict(values) for table, values in self.thresholds.items()},
+            "thresholds": {
+                table: {k: _json_value(v) for k, v in values.items()}
+                for table, values in self.thresholds.items()
+            },
         }
 
     @classmethod
@@ -348,13 +351,19 @@ class Subject:
             isolation=isolation,
             schedule=tuple(
                 Window(w["name"], time.fromisoformat(w["start"]), time.fromisoformat(w["end"]))
-                for w in record.get("schedule", [])
+                for w in record["schedule"]
             )
-            or DEFAULT_SCHEDULE,
+            if "schedule" in record
+            else DEFAULT_SCHEDULE,
             thresholds=MappingProxyType(
                 {t: MappingProxyType(dict(v)) for t, v in record.get("thresholds", {}).items()}
             ),
         )
+
+
+def _json_value(value: Any) -> Any:
+    """A threshold as JSON holds it: a time of day (quiet hours) as `HH:MM[:SS]`."""
+    return value.isoformat() if isinstance(value, time) else value
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ they report and a single flush task turns it into readings:
 1. assign each a sequence number (one writer: no gaps, no reuse),
 2. commit the batch to SQLite (one transaction: durable before anything else),
 3. run the rules over the batch and persist any alert changes (and those of the
-   clock's ticks, `evaluate_clock`),
+   clock's ticks, `evaluate_clock`); note the temperatures in the ledger and keep
+   each day's ledger as it completes,
 4. wake the uplink.
 
 A burst of notifications never waits on the disk: it waits at most `batch_wait_ms`.
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from drivers.errors import RefusedPacket, SecurityRejection
 from drivers.listener import LinkState
@@ -27,6 +29,7 @@ from drivers.measurement import Measurement
 from gateway.clock import ClockWatch
 from gateway.config import Config
 from gateway.devices import DeviceRegistry
+from gateway.ledger import LedgerBook
 from gateway.model import Alert, ClockState, Instant, Reading
 from gateway.rules.engine import RuleEngine
 from gateway.store import StoreThread
@@ -56,6 +59,7 @@ class Pipeline:
         store: StoreThread,
         devices: DeviceRegistry,
         rules: RuleEngine,
+        ledger: LedgerBook,
         clock: ClockWatch,
         on_committed: Callable[[], None],
         on_alerts: Callable[[list[Alert]], None],
@@ -68,6 +72,7 @@ class Pipeline:
         self._store = store
         self._devices = devices
         self._rules = rules
+        self._ledger = ledger
         self._clock = clock
         self._on_committed = on_committed
         self._on_alerts = on_alerts
@@ -82,6 +87,8 @@ class Pipeline:
         self._unsaved_alerts: list[Alert] = []
         #: One save of alert changes at a time (the flush task's, an acknowledgement's).
         self._saving_alerts = asyncio.Lock()
+        #: Completed ledger days not saved yet (the `ledger` message payloads).
+        self._unsaved_days: list[dict[str, Any]] = []
         #: Totals since start (readings accepted, malformed packets, ...).
         self.counters: dict[str, int] = {}
 
@@ -192,11 +199,20 @@ class Pipeline:
             self._count("readings_accepted", len(readings))
             self._on_committed()
             self._unsaved_alerts.extend(self._rules.evaluate(readings))
+            for reading in readings:
+                self._ledger.on_reading(reading)
             await self._save_alerts()
+        await self._save_ledger_days()
 
     def evaluate_clock(self, now: Instant) -> None:
-        """Run the rules on the clock reaching `now`; their alert changes are saved, logged
-        and announced by the flush task, as the changes readings cause are."""
+        """Run the rules and the ledger on the clock reaching `now`; their alert changes
+        and completed days are saved, logged and announced by the flush task, as the
+        changes readings cause are."""
+        gateway = self._config.gateway.id
+        days = [{"gateway": gateway, **day} for day in self._ledger.on_tick(now)]
+        if days:
+            self._unsaved_days.extend(days)
+            self._wake.set()
         self.add_alert_changes(self._rules.evaluate_tick(now))
 
     def add_alert_changes(self, alerts: list[Alert]) -> None:
@@ -232,6 +248,17 @@ class Pipeline:
                 },
             )
         self._on_alerts(alerts)
+
+    async def _save_ledger_days(self) -> None:
+        """Keep the completed ledger days and queue them for `ledger`, then wake the
+        uplink."""
+        days = list(self._unsaved_days)
+        if not days:
+            return
+        await self._store.call(self._store.store.save_ledger_days, "ledger", days)
+        del self._unsaved_days[: len(days)]
+        log.info("ledger days completed", extra={"days": len(days)})
+        self._on_committed()
 
     def _reading(self, pending: _Pending, seq: int) -> Reading:
         return Reading(

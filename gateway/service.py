@@ -26,6 +26,7 @@ from gateway.care import CareService
 from gateway.clock import ClockWatch
 from gateway.config import Config
 from gateway.devices import DeviceRegistry
+from gateway.ledger import LedgerBook
 from gateway.model import Alert, Instant
 from gateway.pipeline import Pipeline
 from gateway.rules.engine import RuleEngine
@@ -94,6 +95,7 @@ class GatewayService:
         self.subjects = SubjectDirectory.from_config(config)
         self.subjects.heard_by = self.devices.heard_at
         self.rules = RuleEngine.configured(config.rules, self.subjects)
+        self.ledger = LedgerBook(self.subjects, config.rules.missed_measurement)
         self.uplink = Uplink(
             config,
             self.store,
@@ -106,6 +108,7 @@ class GatewayService:
             self.store,
             self.devices,
             self.rules,
+            self.ledger,
             self.clock,
             on_committed=self.uplink.wake,
             on_alerts=self._alerts_changed,
@@ -119,6 +122,7 @@ class GatewayService:
             self.rules,
             self.storage_alarm,
             self.devices,
+            self.ledger,
             commit_alert_changes=self.pipeline.commit_alert_changes,
             on_changed=self.uplink.subjects_changed,
             now=now,
@@ -147,7 +151,8 @@ class GatewayService:
             self.storage_alarm.restore(Alert.from_payload(payload))
         rule_state = await self.store.call(store.rule_state, _RULE_STATE)
         if rule_state:
-            self.rules.load_state(rule_state, self._instant())
+            self.rules.load_state(rule_state.get("rules", {}), self._instant())
+            self.ledger.load_state(rule_state.get("ledger", {}))
         await self.store.call(
             store.audit,
             "started",
@@ -309,9 +314,13 @@ class GatewayService:
         return Instant(self._now(), self._monotonic())
 
     async def _save_rule_state(self) -> None:
-        """Keep the rules' timers (a breach under way, a door open since...) across a
-        restart: every 5 s while running, and at stop."""
-        state = self.rules.save_state(self._instant())
+        """Keep the rules' timers (a breach under way, a door open since...) and the
+        ledger's days in progress across a restart: every 5 s while running, and at
+        stop."""
+        state = {
+            "rules": self.rules.save_state(self._instant()),
+            "ledger": self.ledger.save_state(),
+        }
         text = json.dumps(state, sort_keys=True)
         if text != self._saved_rule_state:
             await self.store.call(self.store.store.save_rule_state, _RULE_STATE, state)

@@ -116,7 +116,8 @@ DEVICE_QUALITY: dict[DeviceSensorStatus, Quality] = {
 
 
 def parse_plx_spot_check(data: bytes) -> list[Measurement]:
-    """0x2A5E -> SpO2, pulse rate and, when present, perfusion index (PAI)."""
+    """0x2A5E -> SpO2, pulse rate and, when present, perfusion index (PAI), each flagged
+    `spot_check`: one measurement taken on request, not a continuous sample."""
     reader = FieldReader(data, "PLX spot-check")
     flags = SpotCheckFlags(reader.uint(1, "Flags"))
     reader.what = f"PLX spot-check (flags 0x{flags:02X})"
@@ -129,7 +130,9 @@ def parse_plx_spot_check(data: bytes) -> list[Measurement]:
     device = _optional_device_status(reader, SpotCheckFlags.DEVICE_SENSOR_STATUS in flags)
     pai = reader.sfloat("PAI") if SpotCheckFlags.PULSE_AMPLITUDE_INDEX in flags else None
     reader.end()
-    extra = {Quality.DEVICE_CLOCK_UNSET} if SpotCheckFlags.DEVICE_CLOCK_NOT_SET in flags else set()
+    extra = {Quality.SPOT_CHECK}
+    if SpotCheckFlags.DEVICE_CLOCK_NOT_SET in flags:
+        extra.add(Quality.DEVICE_CLOCK_UNSET)
     return _readings(reader.what, spo2, pulse, pai, status, device, extra, measured_at)
 
 

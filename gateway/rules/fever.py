@@ -1,7 +1,11 @@
 """Fever: a final temperature at or above the line for its measurement site.
 
-Each site has its own line (37.3 degC axillary by default); a reading from a site with
-no configured line never raises, and values are never converted between sites.
+Each site has its own line (37.3 degC axillary by default); values are never converted
+between sites. A reading without a site, or from a site with no line (finger, toe,
+gastrointestinal by default), could be from any site: it raises only at or above the
+highest line (38.0 degC by default), so a clear fever is never dropped for want of a
+site, and clears only below the lowest (37.3), so no site's fever is cleared by it; in
+between it changes nothing. Both follow the configured lines (a subject's too).
 In-progress (intermediate) values and flagged readings never raise or clear. While a
 fever lasts, only a higher temperature is news: it updates the alert (and its grade).
 """
@@ -26,7 +30,8 @@ from gateway.rules.base import (
 
 #: Fever lines per measurement site, degC, reading >= line raises. Defaults follow
 #: docs/protocols.md section 6: 37.3 axillary (the isolation documents), Western
-#: patient-education cut-offs elsewhere. Sites not listed never raise a fever alert.
+#: patient-education cut-offs elsewhere. Readings from sites not listed are judged as
+#: readings without a site.
 DEFAULT_FEVER_LINES: dict[Site, float] = {
     Site.AXILLARY: 37.3,
     Site.ORAL: 37.8,
@@ -69,25 +74,26 @@ class FeverAlerts(HeldAlerts):
 
     def on_reading(self, reading: Reading) -> list[Alert]:
         m = reading.measurement
-        if m.metric is not Metric.BODY_TEMPERATURE or not m.alertable or m.site is None:
+        if m.metric is not Metric.BODY_TEMPERATURE or not m.alertable:
             return []
         params = self._context.params("fever", reading.subject, self._params)
-        line = params.lines.get(m.site)
-        if line is None:
-            return []
+        line = params.lines.get(m.site) if m.site is not None else None
+        raise_line = max(params.lines.values()) if line is None else line
+        clear_line = min(params.lines.values()) if line is None else line
         value = float(m.value)
         key = subject_key(reading)
         active = self._active.get(key)
-        if value >= line:
+        if value >= raise_line:
             severity = Severity.HIGH if value >= params.high_fever_c else Severity.WARNING
             if active is None:
-                alert = raise_alert(self.kind, reading, severity, line, [reading.id], m.site.value)
+                site = m.site.value if m.site is not None else None
+                alert = raise_alert(self.kind, reading, severity, raise_line, [reading.id], site)
                 self._active[key] = alert
                 return [snapshot(alert)]
             if active.value is not None and value <= active.value:
                 return []  # still feverish, nothing new for the care team
             return [change_alert(active, AlertState.UPDATED, reading, severity)]
-        if active is None:
+        if active is None or value >= clear_line:
             return []
         del self._active[key]
         return [change_alert(active, AlertState.CLEARED, reading)]

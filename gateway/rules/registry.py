@@ -18,8 +18,20 @@ from pydantic import Field, Strict, ValidationError, create_model, field_validat
 from gateway.config_table import ConfigTable
 from gateway.model import RiskGrade
 from gateway.rules.base import CareContext, Rule
+from gateway.rules.battery import BatteryLowAlerts, BatteryLowParams
+from gateway.rules.device_silent import DeviceSilentAlerts, DeviceSilentParams
+from gateway.rules.door import DoorOpenAlerts, DoorOpenParams
 from gateway.rules.fever import FeverAlerts, FeverParams
+from gateway.rules.hypothermia import HypothermiaAlerts, HypothermiaParams
+from gateway.rules.missed import MissedMeasurementAlerts, MissedMeasurementParams
+from gateway.rules.probe_off import ProbeOffAlerts, ProbeOffParams
 from gateway.rules.spo2 import LowSpo2Alerts, LowSpo2Params
+from gateway.rules.sustained import (
+    BradycardiaAlerts,
+    BradycardiaParams,
+    TachycardiaAlerts,
+    TachycardiaParams,
+)
 
 P = TypeVar("P", bound=ConfigTable)
 
@@ -37,7 +49,15 @@ class RuleEntry(Generic[P]):
 
 RULES: tuple[RuleEntry[Any], ...] = (
     RuleEntry("fever", FeverParams, FeverAlerts),
+    RuleEntry("hypothermia", HypothermiaParams, HypothermiaAlerts),
     RuleEntry("low_spo2", LowSpo2Params, LowSpo2Alerts),
+    RuleEntry("tachycardia", TachycardiaParams, TachycardiaAlerts),
+    RuleEntry("bradycardia", BradycardiaParams, BradycardiaAlerts),
+    RuleEntry("missed_measurement", MissedMeasurementParams, MissedMeasurementAlerts),
+    RuleEntry("door_open", DoorOpenParams, DoorOpenAlerts),
+    RuleEntry("device_silent", DeviceSilentParams, DeviceSilentAlerts),
+    RuleEntry("probe_off", ProbeOffParams, ProbeOffAlerts),
+    RuleEntry("battery_low", BatteryLowParams, BatteryLowAlerts),
 )
 
 _TABLES: dict[str, Any] = {
@@ -52,18 +72,24 @@ Overrides = dict[str, dict[str, Any]]
 #: The grades' profiles when the configuration gives none: residents graded red are
 #: followed more closely, so their sustained-breach alerts wait less (10 s, not 15 s).
 DEFAULT_PROFILES: dict[RiskGrade, Overrides] = {
-    RiskGrade.RED: {"low_spo2": {"persist_s": 10.0}},
+    RiskGrade.RED: {
+        "low_spo2": {"persist_s": 10.0},
+        "tachycardia": {"persist_s": 10.0},
+        "bradycardia": {"persist_s": 10.0},
+    },
 }
 
 
-def apply_overrides(base: P, overrides: dict[str, Any]) -> P:
-    """`base` with `overrides` over it, validated as the table is."""
+def apply_overrides(base: P, overrides: dict[str, Any], *, strict: bool = True) -> P:
+    """`base` with `overrides` over it, validated as the table is. `strict=False` for
+    overrides that went through JSON (the store, a command), where a time of day is a
+    string ("21:00")."""
     if not overrides:
         return base
-    return type(base).model_validate({**base.model_dump(), **overrides})
+    return type(base).model_validate({**base.model_dump(), **overrides}, strict=strict)
 
 
-def check_overrides(section: ConfigTable, overrides: Overrides) -> None:
+def check_overrides(section: ConfigTable, overrides: Overrides, *, strict: bool = True) -> None:
     """ValueError naming the first key of `overrides` that is not a rule's parameter or
     whose value the rule's table refuses (`low_spo2.persist_s: must be at most 300`)."""
     tables = {entry.table for entry in RULES}
@@ -73,7 +99,7 @@ def check_overrides(section: ConfigTable, overrides: Overrides) -> None:
         if not isinstance(values, dict):
             raise ValueError(f"{table}: must be a table")
         try:
-            apply_overrides(getattr(section, table), values)
+            apply_overrides(getattr(section, table), values, strict=strict)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(part) for part in (table, *error["loc"]))

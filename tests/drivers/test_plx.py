@@ -20,6 +20,7 @@ from drivers.errors import ImplausibleValue, MalformedPacket, TruncatedPacket
 from drivers.measurement import Measurement, Metric, Quality
 
 Q = Quality
+SPOT = Quality.SPOT_CHECK
 SPO2, PR, PI = Metric.SPO2, Metric.PULSE_RATE, Metric.PERFUSION_INDEX
 Parser = Callable[[bytes], list[Measurement]]
 
@@ -36,12 +37,12 @@ def qualities(measurements: list[Measurement]) -> set[frozenset[Quality]]:
     ("parse", "hex_in", "expected", "quality", "measured_at"),
     [
         # Worked examples.
-        (parse_plx_spot_check, "02 61 00 48 00 80 00", {SPO2: 97, PR: 72}, set(), None),
+        (parse_plx_spot_check, "02 61 00 48 00 80 00", {SPO2: 97, PR: 72}, {SPOT}, None),
         (
             parse_plx_spot_check,
             "0B 62 00 4B 00 E8 07 03 0F 0A 1E 00 80 00 1C F0",
             {SPO2: 98, PR: 75, PI: 2.8},
-            set(),
+            {SPOT},
             datetime(2024, 3, 15, 10, 30),
         ),
         (
@@ -52,16 +53,22 @@ def qualities(measurements: list[Measurement]) -> set[frozenset[Quality]]:
             None,
         ),
         # Minimal packets, no optional fields.
-        (parse_plx_spot_check, "00 61 00 48 00", {SPO2: 97, PR: 72}, set(), None),
+        (parse_plx_spot_check, "00 61 00 48 00", {SPO2: 97, PR: 72}, {SPOT}, None),
         (parse_plx_continuous, "00 61 00 48 00", {SPO2: 97, PR: 72}, set(), None),
         # Spot-check flag b4: device clock not set (no field).
-        (parse_plx_spot_check, "10 61 00 48 00", {SPO2: 97, PR: 72}, {Q.DEVICE_CLOCK_UNSET}, None),
+        (
+            parse_plx_spot_check,
+            "10 61 00 48 00",
+            {SPO2: 97, PR: 72},
+            {SPOT, Q.DEVICE_CLOCK_UNSET},
+            None,
+        ),
         # Timestamp with unknown year: no measured_at.
         (
             parse_plx_spot_check,
             "01 61 00 48 00 00 00 03 0F 0A 1E 00",
             {SPO2: 97, PR: 72},
-            set(),
+            {SPOT},
             None,
         ),
         # Continuous fast and slow pairs are skipped; only the normal pair is reported.
@@ -81,7 +88,7 @@ def qualities(measurements: list[Measurement]) -> set[frozenset[Quality]]:
             None,
         ),
         # Reserved flag bits are ignored.
-        (parse_plx_spot_check, "E0 61 00 48 00", {SPO2: 97, PR: 72}, set(), None),
+        (parse_plx_spot_check, "E0 61 00 48 00", {SPO2: 97, PR: 72}, {SPOT}, None),
         (parse_plx_continuous, "E0 61 00 48 00", {SPO2: 97, PR: 72}, set(), None),
     ],
 )
@@ -144,12 +151,12 @@ def test_measurement_status(bit: int, quality: set[Quality] | None) -> None:
     status = (1 << bit).to_bytes(2, "little").hex()
     spot = parse_plx_spot_check(bytes.fromhex(f"02 61 00 48 00 {status}"))
     continuous = parse_plx_continuous(bytes.fromhex(f"04 61 00 48 00 {status}"))
-    for result in (spot, continuous):
+    for result, kind in ((spot, {SPOT}), (continuous, set())):
         if quality is None:
             assert result == []
         else:
             assert values(result) == {SPO2: 97, PR: 72}
-            assert qualities(result) == {frozenset(quality)}
+            assert qualities(result) == {frozenset(quality | kind)}
 
 
 @pytest.mark.parametrize(
@@ -178,17 +185,35 @@ def test_device_and_sensor_status(bit: int, quality: set[Quality]) -> None:
     status = (1 << bit).to_bytes(3, "little").hex()
     spot = parse_plx_spot_check(bytes.fromhex(f"04 61 00 48 00 {status}"))
     continuous = parse_plx_continuous(bytes.fromhex(f"08 61 00 48 00 {status}"))
-    for result in (spot, continuous):
+    for result, kind in ((spot, {SPOT}), (continuous, set())):
         assert values(result) == {SPO2: 97, PR: 72}
-        assert qualities(result) == {frozenset(quality)}
+        assert qualities(result) == {frozenset(quality | kind)}
 
 
 def test_status_flags_combine() -> None:
     # Ongoing + from storage; low perfusion + sensor displaced; clock not set.
     result = parse_plx_spot_check(bytes.fromhex("16 61 00 48 00 20 02 20 20 00"))
     expected = {Q.PROVISIONAL, Q.FROM_STORAGE, Q.LOW_PERFUSION, Q.PROBE_OFF, Q.DEVICE_CLOCK_UNSET}
-    assert qualities(result) == {frozenset(expected)}
+    assert qualities(result) == {frozenset(expected | {SPOT})}
     assert not result[0].alertable
+
+
+@pytest.mark.parametrize(
+    ("hex_in", "alertable"),
+    [
+        ("02 61 00 48 00 80 00", True),  # validated
+        ("12 61 00 48 00 80 02", True),  # from storage, device clock not set
+        ("02 61 00 48 00 20 00", False),  # measurement ongoing
+        ("02 61 00 48 00 00 40", False),  # questionable
+    ],
+)
+def test_a_spot_check_is_marked_and_may_raise_an_alert_unless_otherwise_flagged(
+    hex_in: str, alertable: bool
+) -> None:
+    result = parse_plx_spot_check(bytes.fromhex(hex_in))
+    assert all(SPOT in m.quality for m in result)
+    assert {m.alertable for m in result} == {alertable}
+    assert all(SPOT not in m.quality for m in parse_plx_continuous(bytes.fromhex("00 61 00 48 00")))
 
 
 def test_invalid_status_wins_over_implausible_values() -> None:

@@ -23,8 +23,11 @@ from gateway.config import Config, ConfigError, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY = {"id": "gw-1", "township": "t", "data_dir": "data"}
-#: A device to hold a `[[devices]]` key under test.
-DEVICE = {"kind": "cms50", "port": "/dev/ttyUSB0"}
+#: The smallest entry of each array of tables, to hold a key under test.
+ARRAY_ENTRIES = {
+    "devices[0]": ("devices", {"kind": "cms50", "port": "/dev/ttyUSB0"}),
+    "subjects[0]": ("subjects", {"code": "bed-1"}),
+}
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,9 @@ class NumberKey:
             value = int(value)
         setting: dict[str, Any] = {self.name: {self.entry: value} if self.entry else value}
         raw: dict[str, Any] = {"gateway": dict(GATEWAY)}
-        if self.table == "devices[0]":
-            raw["devices"] = [{**DEVICE, **setting}]
+        if self.table in ARRAY_ENTRIES:
+            array, entry = ARRAY_ENTRIES[self.table]
+            raw[array] = [{**entry, **setting}]
             return raw
         table = raw
         for part in self.table.split("."):
@@ -156,7 +160,8 @@ def test_the_configuration_guide_gives_every_number_key_its_range(key: NumberKey
 
 def _guide_range(table: str, row: str) -> str:
     """The Range cell of `row` in the table under the guide's `[table]` heading."""
-    heading = "## `[[devices]]`" if table == "devices[0]" else f"## `[{table}]`"
+    array = ARRAY_ENTRIES.get(table)
+    heading = f"## `[[{array[0]}]]`" if array else f"## `[{table}]`"
     guide = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     section = guide.split(f"\n{heading}", 1)[1].split("\n## ", 1)[0]
     rows = [

@@ -26,10 +26,9 @@ from drivers.serial.contec import Generation
 from firmware_sim.cms50 import Cms50Simulator
 from gateway.broker import Mosquitto
 from gateway.model import AlertState
-from gateway.rules.spo2 import LowSpo2Alerts, LowSpo2Params
 from gateway.store import Store
 from tests.conftest import GatewayProcess, Subscriber, write_config
-from tests.gateway.helpers import reading
+from tests.gateway.helpers import reading, rules_engine
 from tests.gateway.test_uplink import config_with_password, secured_broker  # noqa: F401
 
 #: What the issue asks: the first alert, and the status, within this of the broker being
@@ -156,7 +155,7 @@ def fill_with_a_day(store_path: Path) -> list[AlertState]:
     """A day of readings, undelivered, with a desaturation an hour in: the alert events
     the real rule raises over them are queued too. Returns their states."""
     store = Store(store_path, max_bytes=512 * 2**20)
-    rule = LowSpo2Alerts(LowSpo2Params())
+    engine = rules_engine()
     states: list[AlertState] = []
     batch = []
     for second in range(DAY_S):
@@ -164,7 +163,7 @@ def fill_with_a_day(store_path: Path) -> list[AlertState]:
         for offset, (metric, value) in enumerate(((Metric.SPO2, spo2), (Metric.PULSE_RATE, 72))):
             r = reading(2 * second + 1 + offset, metric, value, second, device=OXIMETER)
             batch.append(r)
-            alerts = rule.on_reading(r)
+            alerts = engine.evaluate([r])
             store.save_alert_events(alerts)
             states += [a.state for a in alerts]
         if len(batch) >= 10_000:

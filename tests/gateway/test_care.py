@@ -105,8 +105,10 @@ async def test_subjects_are_seeded_from_the_configuration_once_then_the_store_co
             "subject.created",
         ]
         await until(
-            lambda: (latest(server, "/subjects") or {}).get("subjects", [{}])[0].get("risk_grade")
-            == "yellow",
+            lambda: (
+                (latest(server, "/subjects") or {}).get("subjects", [{}])[0].get("risk_grade")
+                == "yellow"
+            ),
             what="the retained subjects with the stored grade",
         )
 
@@ -173,7 +175,9 @@ async def test_an_isolation_starts_ends_and_runs_out_and_the_township_is_told(
         with pytest.raises(NotFound):
             await care.end_isolation("bed-404", channel=Channel.WEB)
         subject = await care.start_isolation("bed-9", days=1, channel=Channel.MQTT, by="grid-7")
-        assert subject.isolation is not None and subject.isolation.end == clocks.wall + timedelta(days=1)
+        assert subject.isolation is not None and subject.isolation.end == clocks.wall + timedelta(
+            days=1
+        )
         await until(lambda: isolated() is True, what="subjects: isolated")
         with pytest.raises(Conflict, match="isolated already"):
             await care.start_isolation("bed-9", channel=Channel.MQTT)
@@ -208,8 +212,10 @@ async def test_a_device_bound_to_another_subject_sends_its_next_readings_for_it(
         await until(lambda: server.readings(), what="the reading")
         assert [r["subject"] for r in server.readings()] == ["bed-10"]
         await until(
-            lambda: (latest(server, "/devices") or {"devices": [{}]})["devices"][0].get("subject")
-            == "bed-10",
+            lambda: (
+                (latest(server, "/devices") or {"devices": [{}]})["devices"][0].get("subject")
+                == "bed-10"
+            ),
             what="devices showing the new binding",
         )
         (entry,) = await audit(service, "binding.changed")
@@ -242,8 +248,10 @@ async def test_an_acknowledged_alert_stays_active_until_it_clears_and_the_next_e
         with pytest.raises(Conflict, match="doctor-3"):
             await care.acknowledge(alert_id, "doctor-4", channel=Channel.MQTT)
         await until(
-            lambda: [a["acknowledged_by"] for a in latest(server, "/alerts/active")["alerts"]]
-            == ["doctor-3"],
+            lambda: (
+                [a["acknowledged_by"] for a in latest(server, "/alerts/active")["alerts"]]
+                == ["doctor-3"]
+            ),
             what="alerts/active showing the acknowledgement",
         )
         spo2(service, clocks, [86])  # worse: the escalation is news again

@@ -98,7 +98,10 @@ def test_the_example_config_in_the_repository_is_valid() -> None:
             ("[mqtt]", "[rules.fever.lines]\narmpit = 37.5\n[mqtt]"),
             "rules.fever.lines.armpit: 'armpit'",
         ),
-        (("[mqtt]", "[rules.door_open]\n[mqtt]"), r"rules.door_open: unknown key \(allowed: fever"),
+        (
+            ("[mqtt]", "[rules.door_opened]\n[mqtt]"),
+            r"rules.door_opened: unknown key \(allowed: .*door_open, fever",
+        ),
         (('kind = "hts"', 'kind = "plx"'), "devices[0].site: only hts devices have a site"),
         (("[gateway]", "[gatway]"), r"gatway: unknown key \(allowed: bluetooth, devices, gateway"),
     ],

@@ -16,6 +16,7 @@ from drivers.measurement import Metric, Quality, Site
 from gateway.clock import ClockWatch
 from gateway.config import parse_config
 from gateway.devices import DeviceRegistry
+from gateway.ledger import LedgerBook
 from gateway.model import Alert, AlertKind, AlertState, ClockState, Instant, Reading, Severity
 from gateway.pipeline import Pipeline
 from gateway.rules.base import HeldAlerts, new_alert_id, snapshot
@@ -52,15 +53,22 @@ def test_a_brief_dip_does_not_alert() -> None:
     assert engine.evaluate(spo2_series([97, 91, 90, 91, 96] + [92] * 10 + [97] * 30)) == []
 
 
-def test_probe_off_samples_never_start_or_feed_the_timer() -> None:
+def test_probe_off_samples_never_start_the_timer() -> None:
     engine = configured()
     flagged = spo2_series([85] * 60, quality=frozenset({Quality.PROBE_OFF}))
     assert engine.evaluate(flagged) == []
-    # Low values interrupted by a flagged sample restart the count.
+
+
+def test_a_flagged_sample_within_a_breach_neither_counts_nor_restarts_it() -> None:
+    engine = configured()
     mixed = spo2_series([92] * 10, start_seq=100, start_s=100)
     mixed += [reading(110, value=85, at_s=110, quality=frozenset({Quality.PROVISIONAL}))]
     mixed += spo2_series([92] * 10, start_seq=111, start_s=111)
-    assert engine.evaluate(mixed) == []
+    (alert,) = engine.evaluate(mixed)
+    # 15 s from the breach's first sample (100 s), the flagged second included.
+    assert alert.state is AlertState.RAISED and alert.raised_at == T0 + timedelta(seconds=115)
+    assert alert.severity is Severity.HIGH  # the flagged 85 % did not count
+    assert "gw-test-110" not in alert.evidence and alert.evidence[0] == "gw-test-100"
 
 
 def test_a_gap_in_samples_restarts_the_count() -> None:
@@ -117,9 +125,11 @@ def test_fever_grades_clears_and_ignores_intermediate_values() -> None:
     assert cleared.evidence == ["gw-test-2", "gw-test-3", "gw-test-4"]
 
 
-def test_a_temperature_without_a_site_never_raises_fever() -> None:
+def test_a_temperature_without_a_site_raises_fever_only_at_the_highest_site_line() -> None:
     engine = configured()
-    assert engine.evaluate([reading(1, TEMP, 39.0, site=None)]) == []
+    assert engine.evaluate([reading(1, TEMP, 37.9, site=None)]) == []
+    (alert,) = engine.evaluate([reading(2, TEMP, 38.0, site=None, at_s=60)])
+    assert (alert.state, alert.threshold, alert.site) == (AlertState.RAISED, 38.0, None)
 
 
 def test_an_active_alert_is_resumed_after_a_restart_and_clears() -> None:
@@ -202,6 +212,7 @@ async def test_a_tick_reaches_the_rules_with_the_given_time_and_its_alert_is_sav
         store,
         DeviceRegistry(config.devices, config.mqtt.status_interval_s),
         RuleEngine([rule]),
+        LedgerBook(SubjectDirectory.from_config(config), config.rules.missed_measurement),
         ClockWatch(lambda: ClockState.SYNCED),
         on_committed=lambda: None,
         on_alerts=announced.extend,

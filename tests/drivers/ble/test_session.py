@@ -234,7 +234,7 @@ async def test_spot_checks_carry_the_device_time_stamp_and_every_field() -> None
         Metric.PERFUSION_INDEX,
     ]
     assert spo2.value in (97, 98) and pulse.value in (72, 73) and perfusion.value == 4.5
-    assert spo2.quality == frozenset()  # "validated", nothing else
+    assert spo2.quality == frozenset({Quality.SPOT_CHECK})  # "validated", nothing else
     assert spo2.measured_at is not None
     assert abs((datetime.now() - spo2.measured_at).total_seconds()) < 60
     assert any(m.measured_at is None for m in b.recorder.measurements(OXIMETER, Metric.SPO2))

@@ -1,0 +1,89 @@
+"""What the rules without a clinical value share (the equipment's and the isolation's):
+alerts told by a one-line `detail` rather than a value, raised or changed at an instant
+(a tick has no reading), and kept one per device when the device is what is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, tzinfo
+
+from gateway.model import Alert, AlertKind, AlertState
+from gateway.rules.base import EVIDENCE_LIMIT, HeldAlerts, new_alert_id, snapshot
+
+
+class DeviceAlerts(HeldAlerts):
+    """Open alerts keyed by device id, not by subject: a flat battery, a silent sensor,
+    a probe off are each one device's, and a subject with two such devices (an
+    oximeter and a door sensor) needs both told apart, each cleared by its own device.
+    The alert still carries the subject, so the care team sees whose equipment it is."""
+
+    def restore(self, alert: Alert) -> None:
+        self._active[alert.device] = alert
+
+
+def open_alert(
+    kind: AlertKind,
+    key: str,
+    subject: str | None,
+    device: str,
+    at: datetime,
+    detail: str,
+    evidence: Iterable[str] = (),
+    value: float | None = None,
+    threshold: float | None = None,
+) -> Alert:
+    """A new alert of a class without clinical severity, raised at `at`; `key` makes
+    the id (a subject code or `device:<id>`)."""
+    return Alert(
+        id=new_alert_id(kind, key, at),
+        kind=kind,
+        subject=subject,
+        device=device,
+        severity=None,
+        state=AlertState.RAISED,
+        raised_at=at,
+        updated_at=at,
+        value=value,
+        threshold=threshold,
+        evidence=list(evidence)[-EVIDENCE_LIMIT:],
+        detail=detail,
+    )
+
+
+def move_alert(
+    alert: Alert, state: AlertState, at: datetime, detail: str, evidence: str | None = None
+) -> Alert:
+    """Move a held alert to `state` at `at`, saying why in `detail`; returns the event
+    (a copy). Unlike `change_alert`, no reading's value is taken into the alert."""
+    alert.state = state
+    alert.updated_at = at
+    alert.detail = detail
+    if state is AlertState.CLEARED:
+        alert.cleared_at = at
+    if evidence is not None:
+        alert.evidence.append(evidence)
+        del alert.evidence[:-EVIDENCE_LIMIT]
+    return snapshot(alert)
+
+
+def device_key(device: str) -> str:
+    """The key of a device's alert in its id (as an unbound device's alerts are keyed)."""
+    return f"device:{device}"
+
+
+def duration(seconds: float) -> str:
+    """`45 s`, `31 min`, `3 h 5 min`: seconds below 2 min, minutes below 2 h (floored)."""
+    whole = int(max(seconds, 0.0))
+    if whole < 120:
+        return f"{whole} s"
+    minutes = whole // 60
+    if minutes < 120:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def local_clock(at: datetime, tz: tzinfo) -> str:
+    """`22:41`: the local time of day care teams read times in."""
+    return f"{at.astimezone(tz):%H:%M}"
