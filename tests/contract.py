@@ -38,6 +38,7 @@ def schema_for(topic: str) -> str:
         ("/status", "status.json"),
         ("/devices", "devices.json"),
         ("/subjects", "subjects.json"),
+        ("/ledger", "ledger-day.json"),
     ):
         if topic.endswith(suffix):
             return file

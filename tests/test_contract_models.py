@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,29 @@ from pydantic import BaseModel
 from drivers.errors import ReplayedPacket, TruncatedPacket
 from drivers.measurement import Measurement, Metric, Quality, Site
 from gateway.broker import Mosquitto
+from gateway.care import Channel
 from gateway.config import load_config
-from gateway.contract.models import AlertEvent, Device, ReadingMessage, Status
+from gateway.contract.models import AlertEvent, Device, LedgerDay, ReadingMessage, Status, Subjects
 from gateway.contract.schemas import DIRECTORY, FILES, texts
 from gateway.service import GatewayService
 from tests.conftest import REPO, Subscriber, write_config
 from tests.contract import assert_contract, assert_exactly, schema_for, validator
-from tests.gateway.helpers import DEVICE, PORT_PATH, until
+from tests.gateway.helpers import DEVICE, PORT_PATH, Clocks, until
+
+THERMOMETER_ADDRESS = "F0:00:00:00:00:01"
+THERMOMETER = f"""
+[[devices]]
+kind = "hts"
+address = "{THERMOMETER_ADDRESS}"
+subject = "bed-9"
+site = "axillary"
+"""
+ISOLATED = """
+[[subjects]]
+code = "bed-9"
+risk_grade = "yellow"
+isolation_start = 2026-11-20
+"""
 
 ASYNCAPI = REPO / "docs" / "asyncapi.yaml"
 SCHEMA_REF = "../gateway/contract/"
@@ -46,11 +62,22 @@ async def test_what_the_gateway_publishes_is_exactly_the_contract(
     tmp_path: Path, mosquitto: Mosquitto, subscriber_factory: Callable[[int], Subscriber]
 ) -> None:
     """Every message of a running gateway, of every topic: readings of each value type,
-    an alert, the retained sets with a device's counts, status online and offline."""
+    an alert raised and acknowledged, the retained sets with a device's counts, the
+    subjects, a day of the ledger, status online and offline."""
     server = subscriber_factory(mosquitto.port)
-    service = GatewayService(load_config(write_config(tmp_path, mosquitto.port, devices=DEVICE)))
+    clocks = Clocks(wall=datetime(2026, 11, 22, 21, 58, tzinfo=UTC))
+    config = write_config(
+        tmp_path,
+        mosquitto.port,
+        devices=DEVICE + THERMOMETER,
+        extra=ISOLATED,
+        gateway_extra='timezone = "UTC"',
+    )
+    service = GatewayService(load_config(config), now=clocks.now, monotonic=clocks.monotonic)
     await service.start()
     try:
+        # The ledger watches the evening window from the first tick on.
+        await until(lambda: service.ledger.day("bed-9", clocks.wall.date())["windows"], what="tick")
         pipeline = service.pipeline
         pipeline.on_refused(PORT_PATH, ReplayedPacket("counter went back"), b"\x01")
         pipeline.on_refused(PORT_PATH, TruncatedPacket("3 bytes, 5 needed"), b"\x02")
@@ -62,7 +89,13 @@ async def test_what_the_gateway_publishes_is_exactly_the_contract(
         )
         pipeline.on_measurements(PORT_PATH, [Measurement(Metric.SPO2, 91, flagged), fever])
         pipeline.on_measurements(PORT_PATH, [Measurement(Metric.DOOR_OPEN, True)])
-        await until(lambda: service.uplink.health.delivered_readings == 3, what="delivered")
+        await until(lambda: server.alerts(), what="the fever alert")
+        await service.care.acknowledge(server.alerts()[0]["id"], "doctor-3", channel=Channel.MQTT)
+        evening = Measurement(Metric.BODY_TEMPERATURE, 36.6, site=Site.AXILLARY)
+        pipeline.on_measurements(THERMOMETER_ADDRESS, [evening])  # clears the fever
+        await until(lambda: service.uplink.health.delivered_readings == 4, what="delivered")
+        clocks.advance(4 * 60)  # 22:02: the evening window is judged, the day complete
+        await until(lambda: server.snapshot("/ledger"), what="the day's ledger")
         await until(
             lambda: any(
                 d["security_rejections"] == 1 and d["info"]
@@ -71,7 +104,10 @@ async def test_what_the_gateway_publishes_is_exactly_the_contract(
             ),
             what="the devices inventory with the counts",
         )
-        await until(lambda: server.snapshot("/alerts/active")[-1][1]["alerts"], what="active")
+        await until(
+            lambda: any(p["alerts"] for _, p, _ in server.snapshot("/alerts/active")),
+            what="an alert in alerts/active",
+        )
     finally:
         await service.stop()
     server.wait_for(lambda s: s.snapshot("/status")[-1][1]["state"] == "offline", 10, "offline")
@@ -150,6 +186,8 @@ def test_the_examples_of_the_contract_document_are_complete_valid_payloads() -> 
         "evidence": AlertEvent,
         "link": Device,  # one entry of `devices`
         "state": Status,
+        "subjects": Subjects,
+        "windows": LedgerDay,
     }
     shown = set()
     for payload in documented_payloads():

@@ -213,6 +213,52 @@ class Subjects(_Open):
     subjects: list[SubjectEntry]
 
 
+# --- ledger --------------------------------------------------------------------------
+
+
+class LedgerMeasurement(_Closed):
+    """The final temperature that satisfied a window: the first one in it."""
+
+    reading: str = Field(description="the reading's id")
+    received_at: Timestamp
+    value: float
+    unit: Literal["Cel"]
+    site: Site | None
+    device: str
+
+
+class LedgerWindow(_Closed):
+    name: Subject
+    start: LocalTime
+    end: LocalTime
+    status: Literal["measured", "missed", "pending", "not_expected"] = Field(
+        description="measured; missed (no final temperature in it: missed_measurement was"
+        " raised); pending (not judged yet: only in a day still in progress); not_expected"
+        " (no thermometer bound from its start)"
+    )
+    measurement: LedgerMeasurement | None
+
+
+class LedgerIsolationDay(_Closed):
+    day: int = Field(ge=1, description="day n of the isolation (day 1: its first date)")
+    days: int = Field(ge=1, le=60)
+
+
+class LedgerDay(_Closed):
+    model_config = ConfigDict(
+        title="ledger: one subject's measurement windows of one local day (the 台账)"
+    )
+
+    gateway: str
+    subject: Subject
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="local date, YYYY-MM-DD")
+    timezone: str = Field(description="IANA name (Asia/Shanghai) or UTC offset (+08:00)")
+    isolation: LedgerIsolationDay | None = Field(
+        description="the isolation day of that date; null when not isolated on it"
+    )
+    windows: list[LedgerWindow] = Field(description="in order of their start")
+
+
 # --- status --------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from gateway.contract.models import (
     ActiveAlerts,
     AlertEvent,
     Devices,
+    LedgerDay,
     ReadingMessage,
     Status,
     Subjects,
@@ -31,6 +32,7 @@ FILES: dict[str, type[BaseModel]] = {
     "status.json": Status,
     "devices.json": Devices,
     "subjects.json": Subjects,
+    "ledger-day.json": LedgerDay,
 }
 
 DIRECTORY = Path(__file__).parent

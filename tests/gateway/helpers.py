@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,21 @@ async def until(predicate: Callable[[], object], within_s: float = 20.0, what: s
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None
+
+
+@dataclass
+class Clocks:
+    """The service's wall clock and duration clock, moved by the test only."""
+
+    wall: datetime = T0
+    mono: float = 1000.0
+
+    def advance(self, seconds: float) -> None:
+        self.wall += timedelta(seconds=seconds)
+        self.mono += seconds
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono

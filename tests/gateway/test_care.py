@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from gateway.care import Channel, Conflict, Invalid, NotFound
 from gateway.config import load_config
 from gateway.service import GatewayService
 from tests.conftest import Subscriber, write_config
-from tests.gateway.helpers import DEVICE, PORT_PATH, T0, until
+from tests.gateway.helpers import DEVICE, PORT_PATH, Clocks, until
 
 DEVICE_ID = "cms50-usb-absent-cms50"
 SUBJECTS = """
@@ -27,24 +26,6 @@ SUBJECTS = """
 code = "bed-9"
 risk_grade = "green"
 """
-
-
-@dataclass
-class Clocks:
-    """The service's wall clock and duration clock, moved by the test only."""
-
-    wall: datetime = T0
-    mono: float = 1000.0
-
-    def advance(self, seconds: float) -> None:
-        self.wall += timedelta(seconds=seconds)
-        self.mono += seconds
-
-    def now(self) -> datetime:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
 
 
 @pytest.fixture
