@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import uvicorn
@@ -92,10 +92,10 @@ class GatewayService:
         self._faults_published: list[tuple[str, str]] = []
         self.devices = DeviceRegistry(config.devices, config.mqtt.status_interval_s, monotonic)
         self.clock = ClockWatch()
-        self.subjects = SubjectDirectory.from_config(config)
-        self.subjects.heard_by = self.devices.heard_at
-        self.rules = RuleEngine.configured(config.rules, self.subjects)
-        self.ledger = LedgerBook(self.subjects, config.rules.missed_measurement)
+        self.directory = SubjectDirectory.from_config(config)
+        self.directory.heard_by = self.devices.heard_at
+        self.rules = RuleEngine.configured(config.rules, self.directory)
+        self.ledger_book = LedgerBook(self.directory, config.rules.missed_measurement)
         self.uplink = Uplink(
             config,
             self.store,
@@ -108,7 +108,7 @@ class GatewayService:
             self.store,
             self.devices,
             self.rules,
-            self.ledger,
+            self.ledger_book,
             self.clock,
             on_committed=self.uplink.wake,
             on_alerts=self._alerts_changed,
@@ -118,11 +118,11 @@ class GatewayService:
         self.care = CareService(
             config,
             self.store,
-            self.subjects,
+            self.directory,
             self.rules,
             self.storage_alarm,
             self.devices,
-            self.ledger,
+            self.ledger_book,
             commit_alert_changes=self.pipeline.commit_alert_changes,
             on_changed=self.uplink.subjects_changed,
             now=now,
@@ -152,7 +152,7 @@ class GatewayService:
         rule_state = await self.store.call(store.rule_state, _RULE_STATE)
         if rule_state:
             self.rules.load_state(rule_state.get("rules", {}), self._instant())
-            self.ledger.load_state(rule_state.get("ledger", {}))
+            self.ledger_book.load_state(rule_state.get("ledger", {}))
         await self.store.call(
             store.audit,
             "started",
@@ -319,7 +319,7 @@ class GatewayService:
         stop."""
         state = {
             "rules": self.rules.save_state(self._instant()),
-            "ledger": self.ledger.save_state(),
+            "ledger": self.ledger_book.save_state(),
         }
         text = json.dumps(state, sort_keys=True)
         if text != self._saved_rule_state:
@@ -374,6 +374,12 @@ class GatewayService:
 
     async def recent_readings(self, limit: int, device: str | None) -> list[dict[str, Any]]:
         return await self.store.call(self.store.store.recent_readings, limit, device)
+
+    def subjects(self) -> list[dict[str, Any]]:
+        return self.care.subjects_payload()
+
+    async def ledger(self, subject: str, first: date, last: date) -> list[dict[str, Any]]:
+        return await self.care.ledger(subject, first, last)
 
     def _status_payload(self) -> dict[str, Any]:
         health = self.health()

@@ -77,7 +77,9 @@ async def test_what_the_gateway_publishes_is_exactly_the_contract(
     await service.start()
     try:
         # The ledger watches the evening window from the first tick on.
-        await until(lambda: service.ledger.day("bed-9", clocks.wall.date())["windows"], what="tick")
+        await until(
+            lambda: service.ledger_book.day("bed-9", clocks.wall.date())["windows"], what="tick"
+        )
         pipeline = service.pipeline
         pipeline.on_refused(PORT_PATH, ReplayedPacket("counter went back"), b"\x01")
         pipeline.on_refused(PORT_PATH, TruncatedPacket("3 bytes, 5 needed"), b"\x02")

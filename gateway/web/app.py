@@ -3,13 +3,16 @@ ask the store thread), so a slow browser never holds up collection."""
 
 from __future__ import annotations
 
+from datetime import date
 from importlib import resources
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse
 
-from gateway.contract.models import AlertEvent, Device
+from gateway.care import CareError, NotFound
+from gateway.config import CODE
+from gateway.contract.models import AlertEvent, Device, LedgerDay, SubjectEntry
 from gateway.web.models import ReadingRecord, Status
 
 
@@ -23,6 +26,12 @@ class StatusSource(Protocol):
     async def active_alerts(self) -> list[dict[str, Any]]: ...
 
     async def recent_readings(self, limit: int, device: str | None) -> list[dict[str, Any]]: ...
+
+    def subjects(self) -> list[dict[str, Any]]: ...
+
+    async def ledger(self, subject: str, first: date, last: date) -> list[dict[str, Any]]:
+        """Raises `NotFound` for an unknown subject, `CareError` for a bad range."""
+        ...
 
 
 def create_app(source: StatusSource) -> FastAPI:
@@ -56,6 +65,25 @@ def create_app(source: StatusSource) -> FastAPI:
         if device is not None and device not in {d["id"] for d in source.device_records()}:
             raise HTTPException(status_code=404, detail=f"no device {device!r} is configured")
         return await source.recent_readings(limit, device)
+
+    @app.get("/api/subjects", response_model=list[SubjectEntry])
+    async def subjects() -> list[dict[str, Any]]:
+        return source.subjects()
+
+    @app.get("/api/subjects/{code}/ledger", response_model=list[LedgerDay])
+    async def ledger(
+        code: Annotated[str, Path(pattern=CODE.pattern)],
+        first: Annotated[date, Query(alias="from")],
+        last: Annotated[date, Query(alias="to")],
+    ) -> list[dict[str, Any]]:
+        """The subject's ledger from `from` to `to` (local dates, at most 31 days): the
+        days completed as kept, the days in progress as they stand."""
+        try:
+            return await source.ledger(code, first, last)
+        except NotFound as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+        except CareError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

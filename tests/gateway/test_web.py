@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from drivers.listener import LinkState
-from drivers.measurement import Measurement, Metric, Quality
+from drivers.measurement import Measurement, Metric, Quality, Site
 from gateway.broker import Mosquitto
 from gateway.config import load_config
 from gateway.service import GatewayService
 from gateway.web.models import Status
 from tests.conftest import write_config
 from tests.contract import assert_exactly, contract_schema
-from tests.gateway.helpers import DEVICE, PORT_PATH, until
+from tests.gateway.helpers import DEVICE, PORT_PATH, Clocks, until
 
 
 @pytest.mark.asyncio
@@ -96,3 +98,59 @@ async def test_device_identity_and_last_values_survive_a_restart(
         assert device["last_seen"] is not None and device["last_values"]["battery"]["value"] == 80
     finally:
         await second.stop()
+
+
+@pytest.mark.asyncio
+async def test_the_api_shows_subjects_and_the_ledger_of_a_day_in_progress(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    thermometer = (
+        '[[devices]]\nkind = "hts"\naddress = "F0:00:00:00:00:01"\n'
+        'subject = "bed-9"\nsite = "axillary"\n'
+    )
+    clocks = Clocks(wall=datetime(2026, 11, 22, 17, 59, tzinfo=UTC))
+    config = write_config(
+        tmp_path,
+        mosquitto.port,
+        devices=thermometer,
+        extra='[[subjects]]\ncode = "bed-9"\nrisk_grade = "red"\n',
+        gateway_extra='timezone = "UTC"',
+    )
+    service = GatewayService(load_config(config), now=clocks.now, monotonic=clocks.monotonic)
+    await service.start()
+    try:
+        day = {"from": "2026-11-22", "to": "2026-11-22"}
+        async with httpx.AsyncClient(base_url=service.web_url) as web:
+            await until(
+                lambda: service.ledger_book.day("bed-9", clocks.wall.date())["windows"], what="tick"
+            )
+            clocks.advance(120)  # 18:01: the evening window watched from its start
+            service.pipeline.on_measurements(
+                "F0:00:00:00:00:01",
+                [Measurement(Metric.BODY_TEMPERATURE, 36.7, site=Site.AXILLARY)],
+            )
+
+            async def evening() -> dict[str, object]:
+                (ledger,) = (await web.get("/api/subjects/bed-9/ledger", params=day)).json()
+                return {w["name"]: w for w in ledger["windows"]}["evening"]
+
+            for _ in range(100):
+                if (await evening())["status"] == "measured":
+                    break
+                await asyncio.sleep(0.05)
+            window = await evening()
+            assert window["status"] == "measured" and window["measurement"]["value"] == 36.7
+            (subject,) = (await web.get("/api/subjects")).json()
+            assert subject["code"] == "bed-9" and subject["risk_grade"] == "red"
+            unknown = await web.get("/api/subjects/bed-404/ledger", params=day)
+            assert unknown.status_code == 404 and "bed-404" in unknown.json()["detail"]
+            backwards = {"from": "2026-11-22", "to": "2026-11-01"}
+            reversed_range = await web.get("/api/subjects/bed-9/ledger", params=backwards)
+            assert reversed_range.status_code == 422
+            assert "ends before it starts" in reversed_range.json()["detail"]
+            not_a_date = await web.get(
+                "/api/subjects/bed-9/ledger", params={"from": "x", "to": "y"}
+            )
+            assert not_a_date.status_code == 422
+    finally:
+        await service.stop()
