@@ -79,7 +79,23 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--seconds", type=float, default=10.0, help="how long (default: 10)")
     scan.add_argument("--json", action="store_true", help="one JSON object per device and line")
     scan.set_defaults(handler=_scan)
+
+    replay = sub.add_parser(
+        "replay", help="feed recorded readings through the rules; print the alert events"
+    )
+    replay.add_argument("file", help="JSON lines of readings, as the township server received them")
+    replay.add_argument("--config", help="a gateway configuration: subjects, devices, [rules]")
+    replay.add_argument(
+        "--until", help="RFC 3339 time: run the clock on to it (later readings are left out)"
+    )
+    replay.set_defaults(handler=_replay)
     return parser
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from gateway.replay import run_replay
+
+    return run_replay(args.file, args.config, args.until, sys.stdout)
 
 
 def _run(args: argparse.Namespace) -> int:
