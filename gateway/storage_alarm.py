@@ -14,7 +14,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gateway.model import Alert, AlertKind, AlertState
-from gateway.rules.base import acknowledge, new_alert_id
+from gateway.rules.base import acknowledge
+from gateway.rules.technical import open_alert
 
 
 class StorageAlarm:
@@ -43,18 +44,13 @@ class StorageAlarm:
         self._working_since = None
         alert = self._active
         if alert is None:
-            alert = self._active = Alert(
-                id=new_alert_id(AlertKind.STORAGE_FAILURE, f"gateway:{self._gateway_id}", now),
-                kind=AlertKind.STORAGE_FAILURE,
-                subject=None,
-                device=self._gateway_id,
-                severity=None,
-                state=AlertState.RAISED,
-                raised_at=now,
-                updated_at=now,
-                value=None,
-                threshold=None,
-                detail=reason,
+            alert = self._active = open_alert(
+                AlertKind.STORAGE_FAILURE,
+                f"gateway:{self._gateway_id}",
+                None,
+                self._gateway_id,
+                now,
+                reason,
             )
             return [replace(alert)]
         if alert.detail == reason:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field
 
 from drivers.measurement import Metric
 from gateway.config_table import ConfigTable
 from gateway.model import Alert, AlertKind, AlertState, Reading
 from gateway.rules.base import CareContext, change_alert, snapshot
+from gateway.rules.sustained import Direction, beyond_the_raise_line
 from gateway.rules.technical import DeviceAlerts, device_key, open_alert
 
 _Percent = Annotated[float, Field(ge=1.0, le=100.0)]
@@ -32,13 +33,9 @@ class BatteryLowParams(ConfigTable):
     #: Checked against `at_or_below` even when left at its default.
     clear_at_or_above: _Percent = Field(default=20.0, validate_default=True)
 
-    @field_validator("clear_at_or_above")
-    @classmethod
-    def _above_the_raise_line(cls, value: float, info: ValidationInfo) -> float:
-        raise_line = info.data.get("at_or_below")
-        if raise_line is not None and value <= raise_line:
-            raise ValueError("must be above at_or_below")
-        return value
+    _clear_above_raise = beyond_the_raise_line(
+        "clear_at_or_above", "at_or_below", Direction.AT_OR_BELOW
+    )
 
 
 class BatteryLowAlerts(DeviceAlerts):

@@ -40,10 +40,10 @@ from gateway.rules.base import (
     CareContext,
     alert_key,
     change_alert,
-    new_alert_id,
     snapshot,
     subject_key,
 )
+from gateway.rules.technical import move_alert, open_alert
 from gateway.schedule import Slot, window_at, windows_ended
 
 TABLE = "missed_measurement"
@@ -219,26 +219,10 @@ class MissedMeasurementAlerts:
                 f"no temperature in {track.missed} windows in a row:"
                 f" from {track.first_missed} to {latest}"
             )
-        alert = track.alert
-        if alert is None:
-            alert = track.alert = Alert(
-                id=new_alert_id(self.kind, code, now),
-                kind=self.kind,
-                subject=code,
-                device=device,
-                severity=None,
-                state=AlertState.RAISED,
-                raised_at=now,
-                updated_at=now,
-                value=None,
-                threshold=None,
-                detail=detail,
-            )
-        else:
-            alert.state = AlertState.UPDATED
-            alert.updated_at = now
-            alert.detail = detail
-        return snapshot(alert)
+        if track.alert is None:
+            track.alert = open_alert(self.kind, code, code, device, now, detail)
+            return snapshot(track.alert)
+        return move_alert(track.alert, AlertState.UPDATED, now, detail)
 
     def save_state(self, epoch_offset: float) -> Any:
         """Wall times (ISO), not rule times: the schedule is on the wall clock."""

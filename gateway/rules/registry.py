@@ -86,7 +86,14 @@ def apply_overrides(base: P, overrides: dict[str, Any], *, strict: bool = True) 
     string ("21:00")."""
     if not overrides:
         return base
-    return type(base).model_validate({**base.model_dump(), **overrides}, strict=strict)
+    merged = base.model_dump()
+    for key, value in overrides.items():
+        # A table of lines (fever's) is laid over the lines in force, not replaced.
+        known = merged.get(key)
+        merged[key] = (
+            {**known, **value} if isinstance(known, dict) and isinstance(value, dict) else value
+        )
+    return type(base).model_validate(merged, strict=strict)
 
 
 def check_overrides(section: ConfigTable, overrides: Overrides, *, strict: bool = True) -> None:

@@ -569,3 +569,17 @@ def test_low_spo2_raises_only_on_a_held_stretch_of_low_samples_and_keeps_its_ids
                     open_id = None
         if held and open_id is None:
             raise AssertionError(f"a held stretch of low samples at {at} s raised nothing")
+
+
+def test_a_subjects_own_fever_line_is_laid_over_the_townships_lines_not_the_defaults() -> None:
+    """The township moved the axillary line to 37.5; a subject's oral line of its own
+    must not bring the default 37.3 back (it did: overrides replaced the whole table)."""
+    engine = rules_engine(
+        rules={"fever": {"lines": {"axillary": 37.5}}},
+        subjects=[{"code": "bed-1", "thresholds": {"fever": {"lines": {"oral": 38.2}}}}],
+    )
+    temp = Metric.BODY_TEMPERATURE
+    assert engine.evaluate([reading(1, temp, 37.4, site=Site.AXILLARY)]) == []
+    assert engine.evaluate([reading(2, temp, 38.0, site=Site.ORAL, at_s=60)]) == []
+    (raised,) = engine.evaluate([reading(3, temp, 37.5, site=Site.AXILLARY, at_s=120)])
+    assert raised.threshold == 37.5
