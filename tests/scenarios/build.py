@@ -6,7 +6,9 @@ A stream's steps, one string each:
 - `97 for 60 s`: a reading every `every_s` (default 1 s) for 60 s, the first at the
   step's start;
 - `97`: one reading, then `every_s` later the next step;
-- `nothing for 10 min`: no reading;
+- `closed until 2026-11-22T23:10:00+08:00`: a reading every `every_s` up to that time
+  (or offset after the start, `8 h 10 min`), the next step starting then;
+- `nothing for 10 min`, `nothing until 2026-11-22T23:10:00+08:00`: no reading;
 - `90 for 20 s (poor_signal at 5, 9)`: the readings 5 s and 9 s into the step carry
   the flag; `(probe_off)`: every reading of the step does; several: `(a at 3; b at 7)`.
 
@@ -36,7 +38,10 @@ NONE = "-"
 
 _UNITS = {"d": 86400, "h": 3600, "min": 60, "s": 1}
 _PIECE = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|min|s)\b")
-_STEP = re.compile(r"^(?P<value>\S+)(?: for (?P<duration>[^(]+?))?(?: \((?P<flags>[^)]*)\))?$")
+_STEP = re.compile(
+    r"^(?P<value>\S+)(?: for (?P<duration>[^(]+?)| until (?P<until>[^(]+?))?"
+    r"(?: \((?P<flags>[^)]*)\))?$"
+)
 _VALUES = {"true": True, "false": False, "open": True, "closed": False}
 _KEYS = {"description", "config", "start", "until", "readings", "expect", "stream"}
 _STREAM_KEYS = {"device", "subject", "metric", "site", "every_s", "from", "steps"}
@@ -160,8 +165,10 @@ def _stream(spec: dict[str, Any], start: datetime) -> list[tuple[datetime, dict[
     for step in spec["steps"]:
         match = _STEP.match(step.strip())
         if match is None:
-            raise ValueError(f"step {step!r}: not 'VALUE [for DURATION] [(FLAG [at S, ...])]'")
-        length = duration(match["duration"]) if match["duration"] else every
+            raise ValueError(
+                f"step {step!r}: not 'VALUE [for DURATION | until TIME] [(FLAG [at S, ...])]'"
+            )
+        length = _length(match, at, start, every)
         if match["value"] == "nothing":
             at += length
             continue
@@ -186,6 +193,18 @@ def _stream(spec: dict[str, Any], start: datetime) -> list[tuple[datetime, dict[
             elapsed += every
         at += length
     return out
+
+
+def _length(step: re.Match[str], at: datetime, start: datetime, every: timedelta) -> timedelta:
+    """How long a step lasts: `for` a duration, `until` a time, or one reading's `every_s`."""
+    if step["duration"]:
+        return duration(step["duration"])
+    if not step["until"]:
+        return every
+    length = when(step["until"], start) - at
+    if length <= timedelta(0):
+        raise ValueError(f"step {step[0]!r}: {step['until']} is not after {at.isoformat()}")
+    return length
 
 
 def _known(spec: dict[str, Any], keys: set[str], where: str) -> None:
