@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, tzinfo
 from typing import Any, Protocol, TypeVar
 
+from drivers.measurement import Metric
 from gateway.config_table import ConfigTable
 from gateway.model import (
     Alert,
@@ -62,6 +63,11 @@ class Rule(Protocol):
 
     kind: AlertKind
 
+    @property
+    def metrics(self) -> frozenset[Metric] | None:
+        """The metrics whose readings the rule looks at (the engine hands it no others);
+        None: every reading."""
+
     def on_reading(self, reading: Reading) -> list[Alert]:
         """Return the alerts whose state this reading changed (raised, updated, cleared)."""
 
@@ -89,6 +95,8 @@ class HeldAlerts:
     a restart need nothing more."""
 
     kind: AlertKind
+    #: Every reading, unless a rule says which metrics it looks at.
+    metrics: frozenset[Metric] | None = None
 
     def __init__(self) -> None:
         self._active: dict[str, Alert] = {}

@@ -40,6 +40,7 @@ class BatteryLowParams(ConfigTable):
 
 class BatteryLowAlerts(DeviceAlerts):
     kind = AlertKind.BATTERY_LOW
+    metrics = frozenset({Metric.BATTERY})
 
     def __init__(self, params: BatteryLowParams, context: CareContext) -> None:
         super().__init__()

@@ -70,6 +70,7 @@ class _Open:
 
 class DoorOpenAlerts(HeldAlerts):
     kind = AlertKind.DOOR_OPEN
+    metrics = frozenset({Metric.DOOR_OPEN})
 
     def __init__(self, params: DoorOpenParams, context: CareContext) -> None:
         super().__init__()

@@ -66,6 +66,7 @@ class FeverParams(ConfigTable):
 
 class FeverAlerts(HeldAlerts):
     kind = AlertKind.FEVER
+    metrics = frozenset({Metric.BODY_TEMPERATURE})
 
     def __init__(self, params: FeverParams, context: CareContext) -> None:
         super().__init__()

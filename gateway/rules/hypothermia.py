@@ -53,6 +53,7 @@ class HypothermiaParams(ConfigTable):
 
 class HypothermiaAlerts(HeldAlerts):
     kind = AlertKind.HYPOTHERMIA
+    metrics = frozenset({Metric.BODY_TEMPERATURE})
 
     def __init__(self, params: HypothermiaParams, context: CareContext) -> None:
         super().__init__()

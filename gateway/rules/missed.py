@@ -156,6 +156,7 @@ class _Track:
 
 class MissedMeasurementAlerts:
     kind = AlertKind.MISSED_MEASUREMENT
+    metrics = frozenset({Metric.BODY_TEMPERATURE})
 
     def __init__(self, params: MissedMeasurementParams, context: CareContext) -> None:
         self._watch = Watch(context, params)

@@ -49,6 +49,7 @@ class _Stretch:
 
 class ProbeOffAlerts(DeviceAlerts):
     kind = AlertKind.PROBE_OFF
+    metrics = OXIMETRY
 
     def __init__(self, params: ProbeOffParams, context: CareContext) -> None:
         super().__init__()

@@ -170,6 +170,10 @@ class SustainedBreach(Generic[P]):
         self._context = context
         self._tracks: dict[str, Track] = {}
 
+    @property
+    def metrics(self) -> frozenset[Metric]:
+        return frozenset({self.metric})
+
     def restore(self, alert: Alert) -> None:
         track = self._tracks.setdefault(alert_key(alert), Track())
         track.alert = alert

@@ -279,6 +279,7 @@ class ClockProbe:
     """A rule that raises nothing and notes what it is shown, in order."""
 
     kind = AlertKind.DEVICE_SILENT
+    metrics = None
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, float]] = []
