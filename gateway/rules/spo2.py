@@ -54,17 +54,7 @@ class LowSpo2Params(SustainedParams):
         "clear_at_or_above", "raise_at_or_below", Direction.AT_OR_BELOW
     )
 
-    @property
-    def raise_line(self) -> float:
-        return self.raise_at_or_below
-
-    @property
-    def clear_line(self) -> float:
-        return self.clear_at_or_above
-
-    @property
-    def critical_line(self) -> float:
-        return self.critical_at_or_below
+    LINES = ("raise_at_or_below", "clear_at_or_above", "critical_at_or_below")
 
 
 class LowSpo2Alerts(SustainedBreach[LowSpo2Params]):

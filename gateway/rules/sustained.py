@@ -33,11 +33,10 @@ longer than `max_gap_s` ends a breach as any gap does.
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -91,18 +90,23 @@ class SustainedParams(ConfigTable):
     #: sample, and the alert would never be raised.
     max_gap_s: float = Field(default=8.0, ge=2.0, le=3600.0)
 
-    @property
-    @abstractmethod
-    def raise_line(self) -> float: ...
+    #: The fields holding the raise, clear and critical lines (each table names them as
+    #: its readers say them: `raise_at_or_below`...); no critical field: never more
+    #: than `high`.
+    LINES: ClassVar[tuple[str, str, str | None]]
 
     @property
-    @abstractmethod
-    def clear_line(self) -> float: ...
+    def raise_line(self) -> float:
+        return float(getattr(self, self.LINES[0]))
+
+    @property
+    def clear_line(self) -> float:
+        return float(getattr(self, self.LINES[1]))
 
     @property
     def critical_line(self) -> float | None:
-        """None: the alert is never more than `high`."""
-        return None
+        field = self.LINES[2]
+        return None if field is None else float(getattr(self, field))
 
 
 def beyond_the_raise_line(clear: str, raise_: str, direction: Direction) -> Any:
@@ -288,13 +292,7 @@ class TachycardiaParams(SustainedParams):
         "clear_at_or_below", "raise_at_or_above", Direction.AT_OR_ABOVE
     )
 
-    @property
-    def raise_line(self) -> float:
-        return self.raise_at_or_above
-
-    @property
-    def clear_line(self) -> float:
-        return self.clear_at_or_below
+    LINES = ("raise_at_or_above", "clear_at_or_below", None)
 
 
 class BradycardiaParams(SustainedParams):
@@ -308,13 +306,7 @@ class BradycardiaParams(SustainedParams):
         "clear_at_or_above", "raise_at_or_below", Direction.AT_OR_BELOW
     )
 
-    @property
-    def raise_line(self) -> float:
-        return self.raise_at_or_below
-
-    @property
-    def clear_line(self) -> float:
-        return self.clear_at_or_above
+    LINES = ("raise_at_or_below", "clear_at_or_above", None)
 
 
 class TachycardiaAlerts(SustainedBreach[TachycardiaParams]):
