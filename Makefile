@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make demo   simulated devices -> gateway -> broker, status page at a printed URL
 #   make test   the whole test suite (lint, types, tests), as CI runs it
-# Each does its own set-up: a virtual environment in .venv, and as root on Debian /
+# Each does its own set-up: a virtual environment in .venv (for the tests also the AsyncAPI
+# CLI in node_modules, from the npm registry), and as root on Debian /
 # Raspberry Pi OS, what is missing through apt: mosquitto for both; for the tests also
 # Chromium, dbus-daemon, systemd (systemd-analyze checks the unit) and the headers
 # dbus-python builds against.
@@ -16,7 +17,7 @@ demo: $(VENV)/.installed-run
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory system-packages PACKAGES="mosquitto" || true
 	$(BIN)/bedside-gateway demo $(DEMO_ARGS)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test node_modules/.installed
 	@$(MAKE) --no-print-directory system-packages PACKAGES="mosquitto chromium dbus-daemon systemd"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,6 +46,15 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.created
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
+# The AsyncAPI CLI that tests/test_asyncapi_cli.py validates docs/asyncapi.yaml with, at the
+# version package-lock.json pins (npm from Debian's nodejs when it is missing). Install
+# scripts are not run: validating needs none (they set up shell completion, report
+# telemetry, delete browser bundles).
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory system-packages PACKAGES="nodejs npm"
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
 # Installs the Debian packages in PACKAGES that are missing (needs root and apt-get).
 system-packages:
 	@missing=""; for p in $(PACKAGES); do \
@@ -57,4 +67,4 @@ system-packages:
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -15,6 +15,11 @@ bluetoothd restarted, the bumble transport closed). Neither needs a restart:
 A power cycle by the watchdog and a look at the adapter never overlap, so a radio being
 switched off and on is not taken for a lost one.
 
+Devices are added and removed while it runs (`add`, `remove`): a GATT session joins
+the others (taking turns for the connection slots) and starts at once if the adapter
+is up, else when it opens; a door sensor joins the one advertisement listener (the
+first one starts it). A device removed has its session stopped and its slot freed.
+
 Imported only when a Bluetooth device is configured: it loads bleak and bumble.
 """
 
@@ -77,6 +82,8 @@ class BluetoothSessions:
         #: Held by a power cycle and by a look at the adapter.
         self._adapter_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        #: The adapter is open and its sessions started (until it is closed).
+        self._serving = False
 
     async def start(self, devices: Sequence[tuple[DeviceConfig, DeviceKind]], fail: Fail) -> None:
         """Build the sessions of `devices` (Bluetooth kinds only), open the adapter once
@@ -95,7 +102,11 @@ class BluetoothSessions:
                 self._power_cycle,
                 scanner_heard_at=lambda: self._adverts.last_advert_at if self._adverts else None,
             )
-        self._build(adapter, devices, fail)
+        adverts = [d for d, k in devices if k.transport is Transport.ADVERT]
+        if adverts:
+            self._listen(adapter, adverts, fail)
+        for device, kind in devices:
+            self._build_gatt(adapter, device, kind, fail)
         opened = await self._open(adapter)
         self._task = asyncio.create_task(self._keep(adapter, opened), name="Bluetooth adapter")
 
@@ -103,6 +114,29 @@ class BluetoothSessions:
         task, self._task = self._task, None
         await cancel_until_done(task)
         await self._close()
+
+    async def add(self, device: DeviceConfig, kind: DeviceKind, fail: Fail) -> None:
+        """Serve one more Bluetooth device while running (after `start`)."""
+        adapter = self._adapter
+        if adapter is None:  # an adapter spec no stack takes
+            self._addresses.append(device.address)
+        elif kind.transport is Transport.ADVERT:
+            await self._add_advert(adapter, device, fail)
+        elif (session := self._build_gatt(adapter, device, kind, fail)) and self._serving:
+            await session.start()
+        if self.state is AdapterState.UNAVAILABLE and device.address in self._addresses:
+            self._tell_unavailable(device.address)
+
+    async def remove(self, address: str) -> None:
+        """Stop serving a device: its GATT session stopped (its slot freed), or its
+        sensor no longer decoded by the advertisement listener."""
+        if address in self._addresses:
+            self._addresses.remove(address)
+        for session in [s for s in self._gatt if s.address == address]:
+            self._gatt.remove(session)
+            await session.stop()
+        if self._adverts is not None:
+            self._adverts.unbind(address)
 
     def health(self) -> dict[str, Any]:
         """While the adapter is up, the watchdog's state and error replace the opening's;
@@ -137,45 +171,68 @@ class BluetoothSessions:
             if address not in bound
         ]
 
-    def _build(
-        self,
-        adapter: BleAdapter,
-        devices: Sequence[tuple[DeviceConfig, DeviceKind]],
-        fail: Fail,
-    ) -> None:
-        """One advertisement listener for every sensor that only advertises, one GATT
-        session per connected device; one that cannot be built costs its device only."""
-        adverts = [d for d, k in devices if k.transport is Transport.ADVERT]
-        if adverts:
-            bound = {d.address: (d.kind, d.key) for d in adverts}
-            try:
-                self._adverts = AdvertListener(adapter, self._feed(links=False), bound)
-            except ValueError as error:
-                for device in adverts:
-                    fail(device, f"session not built: {error}")
-            else:
-                self._addresses += bound
-        bt = self._config
-        for device, kind in devices:
-            if kind.transport is not Transport.GATT or kind.gatt is None:
-                continue
-            try:
-                session = GattSession(
-                    device.address,
-                    kind.gatt,
-                    adapter,
-                    self._feed(links=True),
-                    self._connect_lock,
-                    self._connection_slots,
-                    configured_site=device.site,
-                    connect_timeout=bt.connect_timeout_s,
-                    backoff=Backoff(bt.reconnect_min_s, bt.reconnect_max_s),
-                )
-            except Exception as error:  # a bug in a kind's entry or its driver
+    def _listen(self, adapter: BleAdapter, adverts: Sequence[DeviceConfig], fail: Fail) -> None:
+        """The one advertisement listener, for the sensors that only advertise; one
+        that cannot be built costs those sensors only."""
+        bound = {d.address: (d.kind, d.key) for d in adverts}
+        try:
+            self._adverts = AdvertListener(adapter, self._feed(links=False), bound)
+        except ValueError as error:
+            for device in adverts:
                 fail(device, f"session not built: {error}")
-                continue
-            self._gatt.append(session)
+        else:
+            self._addresses += bound
+
+    async def _add_advert(self, adapter: BleAdapter, device: DeviceConfig, fail: Fail) -> None:
+        """A door sensor bound while running: decoded by the listener from its next
+        advertisement; the first one builds the listener and starts it if the adapter
+        is up (else it starts when the adapter opens)."""
+        if self._adverts is not None:
+            try:
+                self._adverts.bind(device.address, device.kind, device.key)
+            except ValueError as error:
+                fail(device, f"session not built: {error}")
+                return
             self._addresses.append(device.address)
+            return
+        self._listen(adapter, [device], fail)
+        if self._adverts is None or not self._serving:
+            return
+        try:
+            async with asyncio.timeout(_OPEN_TIMEOUT_S):
+                await self._adverts.start()
+        except Exception as error:  # the watchdog's rescan, or the next opening, tries again
+            log.error("bluetooth adapter cannot scan", extra={"error": _describe(error)})
+            self._listener.on_link_state(
+                device.address, LinkState.UNREACHABLE, f"cannot scan: {_describe(error)}"
+            )
+
+    def _build_gatt(
+        self, adapter: BleAdapter, device: DeviceConfig, kind: DeviceKind, fail: Fail
+    ) -> GattSession | None:
+        """A connected device's GATT session (None for other kinds); one that cannot be
+        built costs its device only."""
+        if kind.transport is not Transport.GATT or kind.gatt is None:
+            return None
+        bt = self._config
+        try:
+            session = GattSession(
+                device.address,
+                kind.gatt,
+                adapter,
+                self._feed(links=True),
+                self._connect_lock,
+                self._connection_slots,
+                configured_site=device.site,
+                connect_timeout=bt.connect_timeout_s,
+                backoff=Backoff(bt.reconnect_min_s, bt.reconnect_max_s),
+            )
+        except Exception as error:  # a bug in a kind's entry or its driver
+            fail(device, f"session not built: {error}")
+            return None
+        self._gatt.append(session)
+        self._addresses.append(device.address)
+        return session
 
     def _feed(self, *, links: bool) -> SessionListener:
         """The listener for a Bluetooth session: the watchdog listens in."""
@@ -221,11 +278,12 @@ class BluetoothSessions:
                 await _quietly(adapter.stop(), "closing the adapter")
                 self._unavailable(f"cannot scan: {_describe(error)}")
                 return False
-        for session in self._gatt:
+        for session in list(self._gatt):
             await session.start()
         if self._watchdog is not None:
             await self._watchdog.start()
         self.state, self.error = AdapterState.UP, ""
+        self._serving = True
         log.info("bluetooth adapter up", extra={"adapter": adapter.spec})
         return True
 
@@ -241,6 +299,7 @@ class BluetoothSessions:
 
     async def _close(self) -> None:
         """The watchdog and every session stopped, then the adapter closed."""
+        self._serving = False
         if self._watchdog is not None:
             await self._watchdog.stop()
         await self._stop_sessions()
@@ -256,12 +315,15 @@ class BluetoothSessions:
         self.error = reason
         log.error("bluetooth adapter unavailable", extra={"error": reason})
         for address in self._addresses:
-            self._listener.on_link_state(
-                address, LinkState.UNREACHABLE, f"Bluetooth adapter unavailable: {reason}"
-            )
+            self._tell_unavailable(address)
+
+    def _tell_unavailable(self, address: str) -> None:
+        self._listener.on_link_state(
+            address, LinkState.UNREACHABLE, f"Bluetooth adapter unavailable: {self.error}"
+        )
 
     async def _stop_sessions(self) -> None:
-        for session in self._gatt:
+        for session in list(self._gatt):
             await session.stop()
         if self._adverts is not None:
             await _quietly(self._adverts.stop(), "stopping the advertisement listener")
@@ -269,7 +331,7 @@ class BluetoothSessions:
     async def _start_sessions(self) -> None:
         """Raises when the advertisement listener cannot scan: the watchdog counts that
         step as failed and takes the next."""
-        for session in self._gatt:
+        for session in list(self._gatt):
             await session.start()
         if self._adverts is not None:
             await self._adverts.start()

@@ -8,13 +8,20 @@ channel, by whom: a role code, never a name), and only then takes effect in the 
 and the device registry, and is republished (`subjects`, `devices`). Subjects and
 bindings are seeded from the configuration at first start; after that the store's copy
 is the one that counts, and a configuration that says otherwise is logged, not applied.
+
+Devices are bound and unbound at run time too (`bind_device`, `unbind_device`): served
+or stopped at once, and kept so across a restart. A device bound at run time has its
+whole `[[devices]]` entry in its binding record (key included: the store is the
+gateway's own, like the configuration file), so it is served again after a restart
+though the configuration does not name it; a configured device unbound stays unbound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -22,12 +29,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.config import CODE, Config, SubjectConfig, describe_errors
-from gateway.devices import DeviceRegistry
+from gateway.config import CODE, Config, DeviceConfig, SubjectConfig, describe_errors
+from gateway.devices import DeviceExists, DeviceRegistry
 from gateway.ledger import LedgerBook
 from gateway.model import Alert, Binding, Isolation, Subject
 from gateway.rules.engine import RuleEngine, UnknownAlert
 from gateway.rules.registry import check_overrides
+from gateway.sessions import DeviceSessions
 from gateway.storage_alarm import StorageAlarm
 from gateway.store import StoreThread
 from gateway.subjects import (
@@ -41,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: The longest ledger range asked at once: two isolations' worth.
 _LEDGER_MAX_DAYS = 31
+#: What a device key becomes in the audit trail.
+_MASK = "***"
 
 
 class Channel(StrEnum):
@@ -86,6 +96,7 @@ class CareService:
         storage_alarm: StorageAlarm,
         devices: DeviceRegistry,
         ledger: LedgerBook,
+        sessions: DeviceSessions,
         commit_alert_changes: Callable[[list[Alert]], Awaitable[None]],
         on_changed: Callable[[], None],
         now: Callable[[], datetime],
@@ -99,6 +110,13 @@ class CareService:
         self._storage_alarm = storage_alarm
         self._devices = devices
         self._ledger = ledger
+        self._sessions = sessions
+        #: The devices whose `[[devices]]` entry the store holds (bound at run time),
+        #: by device id: their binding records carry it.
+        self._entries: dict[str, DeviceConfig] = {}
+        #: Held while a device is bound or unbound: a second one checks what the first
+        #: did (its save is awaited before it takes effect).
+        self._binding = asyncio.Lock()
         self._commit_alert_changes = commit_alert_changes
         self._on_changed = on_changed
         self._now = now
@@ -109,7 +127,8 @@ class CareService:
 
     async def load(self) -> None:
         """Take the subjects and bindings from the store; seed those the store does not
-        have from the configuration (audited, channel `config`)."""
+        have from the configuration (audited, channel `config`). Devices bound at run
+        time are served again; configured devices unbound at run time are not."""
         store = self._store.store
         kept_subjects = {
             r["code"]: Subject.from_record(r) for r in await self._store.call(store.subjects)
@@ -132,22 +151,15 @@ class CareService:
         new_bindings: list[Binding] = []
         bindings: list[Binding] = []
         for device in self._config.devices:
-            configured = binding_from_config(device)
-            record = kept_bindings.get(configured.device)
+            record = kept_bindings.pop(device.device_id, None)
             if record is None:
-                new_bindings.append(configured)
-                bindings.append(configured)
-                continue
-            # Which device it is comes from the configuration; whom it measures, from
-            # the store.
-            binding = replace(configured, subject=record.get("subject"))
-            if binding.subject != configured.subject:
-                log.warning(
-                    "device bound differently in the configuration: the stored binding is"
-                    " kept (changes go through the service API)",
-                    extra={"device": binding.device},
-                )
-            bindings.append(binding)
+                new_bindings.append(binding_from_config(device))
+                bindings.append(new_bindings[-1])
+            elif (binding := await self._load_configured(device, record)) is not None:
+                bindings.append(binding)
+        for record in kept_bindings.values():  # not configured: bound at run time
+            if (binding := await self._load_bound_at_run_time(record)) is not None:
+                bindings.append(binding)
         audit = [
             ("subject.created", _entry(s.code, None, s.record(), Channel.CONFIG, None))
             for s in new_subjects
@@ -169,6 +181,56 @@ class CareService:
             self._devices.bind(binding.device, binding.subject)
         now = self._now()
         self._isolated = {s.code for s in self._directory.subjects() if s.isolated_at(now)}
+
+    async def _load_configured(
+        self, device: DeviceConfig, record: dict[str, Any]
+    ) -> Binding | None:
+        """A configured device the store has a binding of: None when it was unbound at
+        run time (it stays so); served as its stored entry says when it was bound at
+        run time."""
+        if record.get("removed"):
+            log.info(
+                "configured device unbound at run time: not served",
+                extra={"device": device.device_id},
+            )
+            await self._forget(device.device_id)
+            return None
+        stored = self._stored_device(record)
+        if stored is not None and _device_entry(stored) != _device_entry(device):
+            log.warning(
+                "device configured differently: the stored entry is kept"
+                " (changes go through the service API)",
+                extra={"device": device.device_id},
+            )
+            await self._forget(device.device_id)
+            await self._serve(stored)
+        elif stored is not None:
+            self._entries[device.device_id] = stored
+        # Whom it measures comes from the store.
+        binding = replace(binding_from_config(stored or device), subject=record.get("subject"))
+        if binding.subject != device.subject:
+            log.warning(
+                "device bound differently in the configuration: the stored binding is"
+                " kept (changes go through the service API)",
+                extra={"device": binding.device},
+            )
+        return binding
+
+    async def _load_bound_at_run_time(self, record: dict[str, Any]) -> Binding | None:
+        """A device the configuration does not name: served again if it was bound at
+        run time and is still bound."""
+        stored = None if record.get("removed") else self._stored_device(record)
+        if stored is None:
+            return None
+        try:
+            await self._serve(stored)
+        except DeviceExists as exc:  # the file now names another device at its address
+            log.error(
+                "stored device binding not served",
+                extra={"device": stored.device_id, "error": str(exc)},
+            )
+            return None
+        return binding_from_config(stored)
 
     # --- what changes -------------------------------------------------------------------
 
@@ -264,17 +326,23 @@ class CareService:
         new = replace(old, subject=subject)
         if new == old:
             return old
+        entry = self._entries.get(device)
+        if entry is not None:
+            entry = entry.model_copy(update={"subject": subject})
+        old_record, new_record = _binding_record(old, entry), _binding_record(new, entry)
         await self._store.call(
             self._store.store.save_care_change,
             [],
-            [_binding_record(new)],
+            [new_record],
             [
                 (
                     "binding.changed",
-                    _entry(device, _binding_record(old), _binding_record(new), channel, by),
+                    _entry(device, _masked(old_record), _masked(new_record), channel, by),
                 )
             ],
         )
+        if entry is not None:
+            self._entries[device] = entry
         self._directory.put_binding(new)
         self._devices.bind(device, subject)
         self._on_changed()
@@ -282,6 +350,74 @@ class CareService:
             "device bound", extra={"device": device, "subject": subject, "channel": channel.value}
         )
         return new
+
+    async def bind_device(
+        self,
+        device: DeviceConfig | Mapping[str, Any],
+        *,
+        channel: Channel,
+        by: str | None = None,
+    ) -> dict[str, Any]:
+        """Bind a device not bound yet, from one `[[devices]]` entry (checked as the
+        file's are when it is not a `DeviceConfig` already): served at once, kept across
+        restarts. Returns its record as in `devices`. Raises `Invalid` naming the key,
+        `Conflict` when it is bound already (or another device has its address)."""
+        by = _role_code(by)
+        if not isinstance(device, DeviceConfig):
+            device = _validated_device(device)
+        async with self._binding:
+            return await self._bind_device(device, channel, by)
+
+    async def _bind_device(
+        self, device: DeviceConfig, channel: Channel, by: str | None
+    ) -> dict[str, Any]:
+        if self._directory.binding(device.device_id) is not None:
+            raise Conflict(f"{device.device_id} is bound already")
+        held = self._devices.get(device.address)
+        if held is not None:
+            raise Conflict(f"{device.address} is device {held.id}")
+        binding = binding_from_config(device)
+        record = _binding_record(binding, device)
+        await self._store.call(
+            self._store.store.save_care_change,
+            [],
+            [record],
+            [("binding.created", _entry(binding.device, None, _masked(record), channel, by))],
+        )
+        self._directory.put_binding(binding)
+        await self._serve(device)
+        self._on_changed()
+        log.info(
+            "device bound",
+            extra={"device": binding.device, "subject": binding.subject, "channel": channel.value},
+        )
+        return self._devices.record(binding.device)
+
+    async def unbind_device(
+        self, device: str, *, channel: Channel, by: str | None = None
+    ) -> dict[str, Any]:
+        """Unbind a device: its session stopped, gone from `devices`, and not served
+        after a restart even if the configuration names it. Raises `NotFound`."""
+        by = _role_code(by)
+        async with self._binding:
+            return await self._unbind_device(device, channel, by)
+
+    async def _unbind_device(self, device: str, channel: Channel, by: str | None) -> dict[str, Any]:
+        old = self._directory.binding(device)
+        if old is None:
+            raise NotFound(f"no device {device}")
+        old_record = _binding_record(old, self._entries.get(device))
+        record = {"device": device, "kind": old.kind, "subject": None, "removed": True}
+        await self._store.call(
+            self._store.store.save_care_change,
+            [],
+            [record],
+            [("binding.removed", _entry(device, _masked(old_record), record, channel, by))],
+        )
+        await self._forget(device)
+        self._on_changed()
+        log.info("device unbound", extra={"device": device, "channel": channel.value})
+        return {"device": device}
 
     async def acknowledge(self, alert_id: str, by: str, *, channel: Channel) -> dict[str, Any]:
         """Someone with role code `by` has seen an open alert: it stays open, marked
@@ -353,6 +489,36 @@ class CareService:
 
     # --- helpers -----------------------------------------------------------------------
 
+    async def _serve(self, device: DeviceConfig) -> None:
+        """A device whose entry the store holds: in the registry, then served."""
+        self._devices.add(device)
+        await self._sessions.add(device)
+        self._entries[device.device_id] = device
+
+    async def _forget(self, device: str) -> None:
+        """A device no longer bound: its session stopped, out of the registry and the
+        rules' bindings."""
+        self._entries.pop(device, None)
+        await self._sessions.remove(device)
+        self._devices.remove(device)
+        self._directory.remove_binding(device)
+
+    def _stored_device(self, record: dict[str, Any]) -> DeviceConfig | None:
+        """The device a binding record holds the entry of (None: a configured device's
+        record, which holds whom it measures only). One that no longer passes the
+        checks (a kind gone from the registry) is logged and not served."""
+        entry = record.get("entry")
+        if entry is None:
+            return None
+        try:
+            return _validated_device({**entry, "subject": record.get("subject")})
+        except Invalid as exc:
+            log.error(
+                "stored device binding not served",
+                extra={"device": record["device"], "error": str(exc)},
+            )
+            return None
+
     async def _save_subject(
         self,
         old: Subject | None,
@@ -388,14 +554,55 @@ def _validated_subject(fields: dict[str, Any]) -> SubjectConfig:
         raise Invalid(describe_errors(exc.errors(), SubjectConfig)) from None
 
 
-def _binding_record(binding: Binding) -> dict[str, Any]:
-    return {
+def _validated_device(fields: Mapping[str, Any]) -> DeviceConfig:
+    """Checked as a `[[devices]]` table is; `Invalid` names the key (never the value:
+    it may be a key)."""
+    try:
+        return DeviceConfig.model_validate(dict(fields))
+    except ValidationError as exc:
+        raise Invalid(describe_errors(exc.errors(), DeviceConfig)) from None
+
+
+def _binding_record(binding: Binding, device: DeviceConfig | None = None) -> dict[str, Any]:
+    """What the store keeps of a binding; with `device` (bound at run time), its whole
+    entry too, to serve it again after a restart."""
+    record: dict[str, Any] = {
         "device": binding.device,
         "kind": binding.kind,
         "subject": binding.subject,
         "door_role": binding.door_role.value if binding.door_role else None,
         "report_interval_s": binding.report_interval_s,
     }
+    if device is not None:
+        record["entry"] = _device_entry(device)
+    return record
+
+
+def _device_entry(device: DeviceConfig) -> dict[str, Any]:
+    """A device's `[[devices]]` entry but its subject (the binding record's): what finds
+    and configures it, the key in hex."""
+    entry: dict[str, Any] = {"kind": device.kind}
+    if device.port is not None:
+        entry["port"] = device.port
+    else:
+        entry["address"] = device.address
+    if device.site is not None:
+        entry["site"] = device.site.value
+    if device.key is not None:
+        entry["key"] = device.key.hex()
+    if device.role is not None:
+        entry["role"] = device.role.value
+    if device.report_interval_s is not None:
+        entry["report_interval_s"] = device.report_interval_s
+    return entry
+
+
+def _masked(record: dict[str, Any]) -> dict[str, Any]:
+    """A binding record as the audit trail keeps it: the device key masked."""
+    entry = record.get("entry")
+    if entry is None or "key" not in entry:
+        return record
+    return {**record, "entry": {**entry, "key": _MASK}}
 
 
 def _entry(

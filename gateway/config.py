@@ -188,6 +188,10 @@ class MqttSection(ConfigTable):
     status_interval_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     reconnect_min_s: _ReconnectMin = 1.0
     reconnect_max_s: _ReconnectMax = 30.0
+    #: MQTT 5: how long the broker keeps the gateway's session (its subscription to
+    #: commands, and the commands sent meanwhile) after the connection drops. 0 to
+    #: MQTT's largest (0xFFFFFFFE, "never" excluded); default a week.
+    session_expiry_s: int = Field(default=604_800, ge=0, le=4_294_967_294)
 
     @field_validator("url")
     @classmethod
@@ -270,6 +274,14 @@ class BluetoothSection(ConfigTable):
         if not re.fullmatch(r"bluez(:hci\d+)?|bumble:.+", adapter):
             raise ValueError(f"{adapter!r} is not 'bluez', 'bluez:hciN' or 'bumble:TRANSPORT'")
         return adapter
+
+
+class CommandsSection(ConfigTable):
+    """`[commands]`: what the township may send over MQTT (`cmd/<name>`)."""
+
+    #: A command whose `sent_at` is older than this is refused as `expired`: a stale
+    #: "unbind" must not fire days later. A minute to 30 days; default a day.
+    max_age_s: float = Field(default=86_400.0, ge=60.0, le=2_592_000.0)
 
 
 class WebSection(ConfigTable):
@@ -485,6 +497,7 @@ class Config(ConfigTable):
     store: StoreSection = Field(default_factory=dict, validate_default=True)
     bluetooth: BluetoothSection = Field(default_factory=BluetoothSection)
     web: WebSection = Field(default_factory=WebSection)
+    commands: CommandsSection = Field(default_factory=CommandsSection)
     rules: RulesSection = Field(default_factory=RulesSection)
     subjects: tuple[SubjectConfig, ...] = Field(default=(), strict=False)
     devices: tuple[DeviceConfig, ...] = Field(default=(), strict=False)  # TOML gives a list

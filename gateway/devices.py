@@ -25,6 +25,14 @@ from gateway.config import DeviceConfig
 log = logging.getLogger(__name__)
 
 
+class DeviceExists(ValueError):
+    """A device added that is there already (same device id, or same address)."""
+
+
+class UnknownDevice(LookupError):
+    """A device removed (or asked for) that is not there."""
+
+
 @dataclass
 class DeviceStatus:
     id: str
@@ -64,14 +72,43 @@ class DeviceRegistry:
     ) -> None:
         """`monotonic`: the clock `heard_at` is on (the rules' duration clock)."""
         self._monotonic = monotonic
-        self.by_address: dict[str, DeviceStatus] = {
-            d.address: DeviceStatus(d.device_id, d.kind, d.address, d.subject) for d in devices
-        }
+        self.by_address: dict[str, DeviceStatus] = {}
         self._counters_every_s = counters_every_s
         self._unsaved = True
         self._inventory_changed = True
         self._counters_changed = False
         self._counters_published_at = -counters_every_s
+        for device in devices:
+            self.add(device)
+
+    def add(self, device: DeviceConfig) -> None:
+        """A device bound (at start, or at run time): its record appears in `records()`,
+        and the `devices` inventory is republished. Raises `DeviceExists`."""
+        if self._by_id(device.device_id) is not None:
+            raise DeviceExists(f"device {device.device_id} is bound already")
+        held = self.by_address.get(device.address)
+        if held is not None:
+            raise DeviceExists(f"{device.address} is device {held.id} already")
+        self.by_address[device.address] = DeviceStatus(
+            device.device_id, device.kind, device.address, device.subject
+        )
+        self._unsaved = self._inventory_changed = True
+
+    def remove(self, device_id: str) -> None:
+        """A device unbound: its record goes from `records()` (the store keeps its last
+        copy), and the inventory is republished. Raises `UnknownDevice`."""
+        status = self._by_id(device_id)
+        if status is None:
+            raise UnknownDevice(f"no device {device_id}")
+        del self.by_address[status.address]
+        self._unsaved = self._inventory_changed = True
+
+    def record(self, device_id: str) -> dict[str, Any]:
+        """One device's record, as in `records()`. Raises `UnknownDevice`."""
+        status = self._by_id(device_id)
+        if status is None:
+            raise UnknownDevice(f"no device {device_id}")
+        return status.record()
 
     def get(self, address: str) -> DeviceStatus | None:
         return self.by_address.get(address) or self.by_address.get(address.upper())

@@ -85,7 +85,7 @@ class LedgerBook:
     def on_tick(self, now: Instant) -> list[dict[str, Any]]:
         """The days whose last window time reaching `now` judged: one payload per
         subject and day (several days after a gateway was off)."""
-        previous, watched = self._watch.advance(now.wall)
+        previous, watched = self._watch.advance(now)
         completed: list[dict[str, Any]] = []
         if previous is not None:
             for code in watched:

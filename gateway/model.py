@@ -16,6 +16,9 @@ from drivers.measurement import Measurement
 class ClockState(StrEnum):
     SYNCED = "synced"
     UNSYNCED = "unsynced"
+    #: Received unsynced; `received_at` corrected once the clock was synchronised
+    #: (gateway/clock_correction.py). Readings only: the clock itself is never this.
+    CORRECTED = "corrected"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,13 @@ its result to the event loop (`call_soon_threadsafe`). A connection is used once
 a drop or `disconnect()` a new `MqttConnection` (and so a new paho client) is made, so
 nothing half-sent inside paho survives, and late callbacks of the old client are
 ignored.
+
+Commands come in on the same connection: it subscribes to the filters it is given
+(QoS 1) on a persistent session (MQTT 5 session expiry; `clean_session=False` on
+3.1.1), so commands sent while the gateway was away are queued by the broker and
+arrive when it returns. Each is acknowledged only when the caller says it was handled
+(`InboundMessage.ack`): a command received and not yet recorded when the gateway dies
+is sent again by the broker.
 """
 
 from __future__ import annotations
@@ -13,11 +20,14 @@ import asyncio
 import errno
 import socket
 import ssl
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config import MqttSection
@@ -60,14 +70,41 @@ class LastWill:
     payload: str
 
 
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message the broker delivered on a subscription."""
+
+    topic: str
+    payload: bytes
+    #: MQTT 5: where the sender wants the answer, with its correlation data.
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    #: MQTT 5: seconds left of the message's expiry when it was delivered.
+    expiry_left_s: int | None = None
+    #: Tells the broker the message was handled (QoS 1 PUBACK).
+    ack: Callable[[], None] = field(default=lambda: None, repr=False, compare=False)
+
+
 class MqttConnection:
-    def __init__(self, settings: MqttSection, client_id: str, will: LastWill) -> None:
+    def __init__(
+        self,
+        settings: MqttSection,
+        client_id: str,
+        will: LastWill,
+        subscriptions: tuple[str, ...] = (),
+        on_message: Callable[[InboundMessage], None] = lambda message: None,
+    ) -> None:
+        """`subscriptions` (QoS 1) are made on every connection; `on_message` is called
+        on the event loop for each message delivered on them."""
         self._settings = settings
         self._client_id = client_id
         self._will = will
+        self._subscriptions = subscriptions
+        self._on_message = on_message
         self._client: mqtt.Client | None = None
         self._loop = asyncio.get_running_loop()
         self._acks: dict[int, asyncio.Future[bool]] = {}
+        self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         #: Resolves with the reason when the broker connection drops (not after
         #: `disconnect()`).
         self.lost: asyncio.Future[str] = self._loop.create_future()
@@ -82,9 +119,14 @@ class MqttConnection:
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise MqttConnectionError(f"cannot set up the connection: {exc}") from exc
         self._client = client
+        session: dict[str, Any] = {}  # 3.1.1: clean_session=False on the client
+        if settings.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = settings.session_expiry_s
+            session = {"clean_start": False, "properties": properties}
         try:
             await asyncio.to_thread(
-                client.connect, settings.host, settings.port, settings.keepalive_s
+                client.connect, settings.host, settings.port, settings.keepalive_s, **session
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
             error = BrokerUnreachable if _unreachable(exc) else MqttConnectionError
@@ -99,15 +141,45 @@ class MqttConnection:
             ) from None
         if code.is_failure:
             raise MqttConnectionError(f"broker refused the connection: {code}")
+        await self._subscribe(client)
 
-    def publish(self, topic: str, payload: str, retain: bool = False) -> asyncio.Future[bool]:
+    async def _subscribe(self, client: mqtt.Client) -> None:
+        """Subscribe and wait for each SUBACK: once connected, commands are coming."""
+        for topic in self._subscriptions:
+            granted: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
+            result, mid = client.subscribe(topic, qos=1)
+            if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
+                raise MqttConnectionError(
+                    f"cannot subscribe to {topic}: {mqtt.error_string(result)}"
+                )
+            self._subacks[mid] = granted  # its SUBACK is handed to the loop after this
+            try:
+                async with asyncio.timeout(_CONNACK_TIMEOUT_S):
+                    codes = await granted
+            except TimeoutError:
+                raise MqttConnectionError(f"no SUBACK for {topic}") from None
+            if any(code.is_failure for code in codes):
+                raise MqttConnectionError(f"broker refused the subscription to {topic}: {codes[0]}")
+
+    def publish(
+        self,
+        topic: str,
+        payload: str,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+    ) -> asyncio.Future[bool]:
         """Publish at QoS 1. The future settles on the PUBACK: True if the broker
         accepted the message, False if it refused it (a failing MQTT 5 reason code).
-        It is cancelled if the connection is closed first."""
+        It is cancelled if the connection is closed first. `correlation_data`: MQTT 5,
+        for an answer on a response topic."""
         client = self._client
         if client is None:
             raise MqttConnectionError("no client")
-        info = client.publish(topic, payload, qos=1, retain=retain)
+        properties = None
+        if correlation_data is not None and self._settings.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = correlation_data
+        info = client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise MqttConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
         ack: asyncio.Future[bool] = self._loop.create_future()
@@ -137,8 +209,11 @@ class MqttConnection:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else True,
+            # The session (subscriptions, commands queued while away) outlives a
+            # connection: MQTT 5 by its expiry, set on connect; 3.1.1 for ever.
+            clean_session=None if v5 else False,
             reconnect_on_failure=False,
+            manual_ack=True,
         )
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)
@@ -165,9 +240,17 @@ class MqttConnection:
         def on_publish(_c: Any, _u: Any, mid: int, code: ReasonCode, _p: Any) -> None:
             loop.call_soon_threadsafe(self._on_ack, client, mid, not code.is_failure)
 
+        def on_subscribe(_c: Any, _u: Any, mid: int, codes: list[ReasonCode], _p: Any) -> None:
+            loop.call_soon_threadsafe(self._on_suback, client, mid, codes)
+
+        def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+            loop.call_soon_threadsafe(self._received, client, message)
+
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
+        client.on_message = on_message
+        client.on_subscribe = on_subscribe
         return client
 
     # Callbacks of a dropped client may still arrive: they are ignored.
@@ -175,6 +258,30 @@ class MqttConnection:
     def _on_lost(self, client: mqtt.Client, reason: str) -> None:
         if client is self._client:
             _resolve(self.lost, reason)
+
+    def _on_suback(self, client: mqtt.Client, mid: int, codes: list[ReasonCode]) -> None:
+        granted = self._subacks.pop(mid, None)
+        if client is self._client and granted is not None:
+            _resolve(granted, list(codes))
+
+    def _received(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+        if client is not self._client:
+            return  # the broker sends it again on the next connection
+        props = getattr(message, "properties", None)
+        response = getattr(props, "ResponseTopic", None) if props else None
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        expiry = getattr(props, "MessageExpiryInterval", None) if props else None
+        mid, qos = message.mid, message.qos
+
+        def ack() -> None:
+            if client is self._client and qos > 0:
+                client.ack(mid, qos)
+
+        self._on_message(
+            InboundMessage(
+                message.topic, bytes(message.payload), response, correlation, expiry, ack
+            )
+        )
 
     def _on_ack(self, client: mqtt.Client, mid: int, ok: bool) -> None:
         if client is not self._client:

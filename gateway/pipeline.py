@@ -10,12 +10,18 @@ they report and a single flush task turns it into readings:
    each day's ledger as it completes,
 4. wake the uplink.
 
+When the clock is synchronised, what was received before it is committed, then its
+times corrected (gateway/clock_correction.py) before anything received since; the
+rules' clock waits for that, so nothing they stamp on the new clock is taken for a time
+of the old one.
+
 A burst of notifications never waits on the disk: it waits at most `batch_wait_ms`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +33,7 @@ from drivers.errors import RefusedPacket, SecurityRejection
 from drivers.listener import LinkState
 from drivers.measurement import Measurement
 from gateway.clock import ClockWatch
+from gateway.clock_correction import ClockCorrection
 from gateway.config import Config
 from gateway.devices import DeviceRegistry
 from gateway.ledger import LedgerBook
@@ -38,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: While commits keep failing (one attempt a second), a reminder every this many.
 _REMIND_EVERY = 60
+#: The rules' clock waits this many ticks at most for a clock correction (one that
+#: keeps failing must not stop the time-driven alerts).
+_HOLD_TICKS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +75,11 @@ class Pipeline:
         on_alerts: Callable[[list[Alert]], None],
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        clock_correction: ClockCorrection | None = None,
     ) -> None:
         """`now` is the wall clock readings are stamped with, `monotonic` the clock the
-        rules measure durations on (a test gives its own)."""
+        rules measure durations on (a test gives its own); `clock_correction` corrects
+        the times stamped before the clock was synchronised (none: they stay)."""
         self._config = config
         self._store = store
         self._devices = devices
@@ -78,6 +90,9 @@ class Pipeline:
         self._on_alerts = on_alerts
         self._now = now
         self._monotonic = monotonic
+        self._correction = clock_correction
+        #: Ticks the rules' clock has waited for the correction.
+        self._held_ticks = 0
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._next_seq = 0
@@ -93,8 +108,13 @@ class Pipeline:
         self.counters: dict[str, int] = {}
 
     async def start(self) -> None:
-        """Resume numbering after the highest sequence number the store has seen."""
-        self._next_seq = await self._store.call(self._store.store.last_seq) + 1
+        """Resume numbering after the highest sequence number the store has seen, and
+        the clock's unsynced span."""
+        last_seq = await self._store.call(self._store.store.last_seq)
+        self._next_seq = last_seq + 1
+        if self._correction is not None:
+            now = Instant(self._now(), self._monotonic())
+            await self._correction.start(self._clock.state, now, last_seq)
 
     def request_stop(self) -> None:
         """Ask `run` to commit whatever is queued, then return. The flush task is asked
@@ -189,9 +209,16 @@ class Pipeline:
 
     async def _flush(self) -> None:
         await self._save_alerts()
-        while self._pending:
+        while self._pending or self._correction_due():
             batch = self._pending[: self._config.store.batch_max]
+            if self._correction_due():  # what came unsynced, then the correction
+                batch = list(itertools.takewhile(lambda p: p.clock is ClockState.UNSYNCED, batch))
+                if not batch:
+                    await self._correct_clock()
+                    continue
             readings = [self._reading(p, self._next_seq + i) for i, p in enumerate(batch)]
+            if self._correction is not None:
+                await self._correction.note(readings)
             await self._store.call(self._store.store.commit_readings, readings)
             # Committed: only now do the sequence numbers and the queue move on.
             self._next_seq += len(readings)
@@ -207,7 +234,11 @@ class Pipeline:
     def evaluate_clock(self, now: Instant) -> None:
         """Run the rules and the ledger on the clock reaching `now`; their alert changes
         and completed days are saved, logged and announced by the flush task, as the
-        changes readings cause are."""
+        changes readings cause are. Held while a clock correction is due."""
+        if self._correction_due() and self._held_ticks < _HOLD_TICKS:
+            self._held_ticks += 1
+            self._wake.set()
+            return
         gateway = self._config.gateway.id
         days = [{"gateway": gateway, **day} for day in self._ledger.on_tick(now)]
         if days:
@@ -248,6 +279,21 @@ class Pipeline:
                 },
             )
         self._on_alerts(alerts)
+
+    def _correction_due(self) -> bool:
+        return self._correction is not None and self._correction.due(self._clock.state)
+
+    async def _correct_clock(self) -> None:
+        """Correct the span received unsynced (all of it committed), with no alert
+        change saved meanwhile; then announce the open alerts whose times moved."""
+        assert self._correction is not None
+        async with self._saving_alerts:
+            now = Instant(self._now(), self._monotonic())
+            moved = await self._correction.correct(now, self._unsaved_alerts)
+        self._held_ticks = 0
+        self._on_committed()
+        if moved:
+            self._on_alerts(moved)
 
     async def _save_ledger_days(self) -> None:
         """Keep the completed ledger days and queue them for `ledger`, then wake the

@@ -23,11 +23,13 @@ import uvicorn
 
 from gateway import __version__, systemd
 from gateway.care import CareService
-from gateway.clock import ClockWatch
+from gateway.clock import ClockWatch, kernel_clock_state
+from gateway.clock_correction import ClockCorrection, kernel_boot_id
+from gateway.commands import CommandProcessor
 from gateway.config import Config
 from gateway.devices import DeviceRegistry
 from gateway.ledger import LedgerBook
-from gateway.model import Alert, Instant
+from gateway.model import Alert, ClockState, Instant
 from gateway.pipeline import Pipeline
 from gateway.rules.engine import RuleEngine
 from gateway.sessions import DeviceSessions
@@ -71,9 +73,13 @@ class GatewayService:
         *,
         now: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        clock_state: Callable[[], ClockState] = kernel_clock_state,
+        boot: str | None = None,
     ) -> None:
         """`now` is the wall clock readings are stamped with and the rules tick on,
-        `monotonic` the clock their durations are measured on (a test gives its own)."""
+        `monotonic` the clock their durations are measured on, `clock_state` whether
+        `now` is synchronised, `boot` the boot `monotonic` counts from (default: the
+        kernel's); a test gives its own."""
         self.config = config
         self._now = now
         self._monotonic = monotonic
@@ -91,7 +97,7 @@ class GatewayService:
         #: The faults (part, reason) as `status` last said them.
         self._faults_published: list[tuple[str, str]] = []
         self.devices = DeviceRegistry(config.devices, config.mqtt.status_interval_s, monotonic)
-        self.clock = ClockWatch()
+        self.clock = ClockWatch(clock_state)
         self.directory = SubjectDirectory.from_config(config)
         self.directory.heard_by = self.devices.heard_at
         self.rules = RuleEngine.configured(config.rules, self.directory)
@@ -102,6 +108,7 @@ class GatewayService:
             self._status_payload,
             self.devices.records,
             lambda: self.care.subjects_payload(),
+            on_command=lambda message: self.commands.receive(message),
         )
         self.pipeline = Pipeline(
             config,
@@ -114,7 +121,15 @@ class GatewayService:
             on_alerts=self._alerts_changed,
             now=now,
             monotonic=monotonic,
+            clock_correction=ClockCorrection(
+                config.gateway.id,
+                self.store,
+                self.rules,
+                self.storage_alarm,
+                boot or kernel_boot_id(),
+            ),
         )
+        self.sessions = DeviceSessions(config, self.pipeline)
         self.care = CareService(
             config,
             self.store,
@@ -123,6 +138,7 @@ class GatewayService:
             self.storage_alarm,
             self.devices,
             self.ledger_book,
+            self.sessions,
             commit_alert_changes=self.pipeline.commit_alert_changes,
             on_changed=self.uplink.subjects_changed,
             now=now,
@@ -130,7 +146,16 @@ class GatewayService:
         #: The rules' timers as last saved (JSON text), so an unchanged state is not
         #: written again.
         self._saved_rule_state = ""
-        self.sessions = DeviceSessions(config, self.pipeline)
+        self.commands = CommandProcessor(
+            config,
+            self.store,
+            self.care,
+            devices=lambda: self.sessions.devices,
+            reply=self.uplink.reply,
+            on_queued=self.uplink.wake,
+            requeued=self.uplink.rewind,
+            now=now,
+        )
         self._queue = QueueStats(0, None, 0, 0, 0)
         #: The pipeline's counters (totals since start) as last added to the store.
         self._persisted_counters: dict[str, int] = {}
@@ -143,8 +168,8 @@ class GatewayService:
     async def start(self) -> None:
         await self.store.open()
         store = self.store.store
+        await self.care.load()  # the devices bound, before their state is restored
         self.devices.restore(await self.store.call(store.devices))
-        await self.care.load()
         active = await self.store.call(store.active_alerts)
         self.rules.restore(active)
         for payload in active:
@@ -161,6 +186,7 @@ class GatewayService:
         self._queue = await self.store.call(store.queue_stats)
         await self.pipeline.start()
         self.supervisor.start("pipeline", self.pipeline.run)
+        self.supervisor.start("commands", self.commands.run)
         self.supervisor.start("uplink", self.uplink.run)
         await self._start_web()
         await self.sessions.start()
@@ -176,6 +202,7 @@ class GatewayService:
         disk must not keep the offline status from being published)."""
         systemd.notify("STOPPING=1")
         await self.supervisor.stop("housekeeping")
+        await self.supervisor.stop("commands")  # one cut off is not acknowledged: sent again
         await self._stop_step("sessions", self.sessions.stop())
         self.pipeline.request_stop()
         await self.supervisor.stop("pipeline", cancel=False)

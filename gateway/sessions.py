@@ -7,6 +7,10 @@ costs that device only: it is logged and shown on its device record (`unreachabl
 `not served: ...`), and the other devices are served. The Bluetooth devices' sessions
 run on the one adapter while it is there (`gateway/bluetooth.py`): a missing adapter
 costs the Bluetooth devices only, until it appears.
+
+Devices are added and removed while the gateway runs (`add`, `remove`: a binding made
+or undone through the care service), without a restart; the Bluetooth code is loaded
+when the first Bluetooth device arrives, at start or later.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from drivers.kinds import KINDS, DeviceKind, check_kind
 from drivers.listener import AdapterState, LinkState, SessionListener
 from gateway.config import Config, DeviceConfig
+from gateway.devices import DeviceExists, UnknownDevice
 
 if TYPE_CHECKING:
     from drivers.serial.protocol import SerialProtocol
@@ -36,47 +41,83 @@ class DeviceSessions:
     def __init__(self, config: Config, listener: SessionListener) -> None:
         self._config = config
         self._listener = listener
-        self._sessions: list[Session] = []
-        #: The Bluetooth side, only when a Bluetooth device is configured.
+        #: Every device served (or shown as not served), by device id: the
+        #: configuration's, then those added and removed.
+        self._devices: dict[str, DeviceConfig] = {d.device_id: d for d in config.devices}
+        #: The serial sessions running, by device id.
+        self._sessions: dict[str, Session] = {}
+        #: The Bluetooth side, once a Bluetooth device is served.
         self._bluetooth: BluetoothSessions | None = None
         if any(KINDS[d.kind].bluetooth for d in config.devices if d.kind in KINDS):
-            # Imported only when needed: a serial-only gateway never loads bleak or bumble.
-            from gateway.bluetooth import BluetoothSessions
-
-            self._bluetooth = BluetoothSessions(config.bluetooth, listener)
+            self._bluetooth_side()  # `status` says "starting" until the sessions start
+        self._started = False
 
     async def start(self) -> None:
+        """Start the session of every device (the configuration's, with those added or
+        removed before the start)."""
+        self._started = True
         served = [
             (device, kind)
-            for device in self._config.devices
+            for device in self._devices.values()
             if (kind := self._checked_kind(device)) is not None
         ]
-        if self._bluetooth is not None:
-            await self._bluetooth.start([(d, k) for d, k in served if k.bluetooth], self._fail)
+        bluetooth = [(d, k) for d, k in served if k.bluetooth]
+        if bluetooth:
+            await self._bluetooth_side().start(bluetooth, self._fail)
         for device, kind in served:
-            if kind.serial is None:
-                continue
-            try:
-                session = self._serial_session(device, kind.serial)
-            except Exception as exc:  # a bug in a kind's entry or its driver
-                self._fail(device, f"session not built: {exc}")
-                continue
-            if await self._start_guarded(session, device):
-                self._sessions.append(session)
+            if not kind.bluetooth:
+                await self._start_serial(device, kind)
 
     async def stop(self) -> None:
-        for session in reversed(self._sessions):
+        self._started = False
+        for session in reversed(self._sessions.values()):
             await session.stop()
         self._sessions.clear()
         if self._bluetooth is not None:
             await self._bluetooth.stop()
+
+    async def add(self, device: DeviceConfig) -> None:
+        """Serve one more device, at once if running (else from `start`). Raises
+        `DeviceExists` for a device id served already; a device that cannot be served
+        is shown so on its record, as at start."""
+        if device.device_id in self._devices:
+            raise DeviceExists(f"device {device.device_id} is served already")
+        self._devices[device.device_id] = device
+        if not self._started:
+            return
+        kind = self._checked_kind(device)
+        if kind is None:
+            return
+        if not kind.bluetooth:
+            await self._start_serial(device, kind)
+        elif self._bluetooth is None:
+            await self._bluetooth_side().start([(device, kind)], self._fail)
+        else:
+            await self._bluetooth.add(device, kind, self._fail)
+
+    async def remove(self, device_id: str) -> None:
+        """Stop serving a device: its session stopped (its connection slot freed).
+        Raises `UnknownDevice`."""
+        device = self._devices.pop(device_id, None)
+        if device is None:
+            raise UnknownDevice(f"no device {device_id}")
+        session = self._sessions.pop(device_id, None)
+        if session is not None:
+            await session.stop()
+        elif self._bluetooth is not None:
+            await self._bluetooth.remove(device.address)
+
+    @property
+    def devices(self) -> list[DeviceConfig]:
+        """The devices served now: configured, or bound at run time."""
+        return list(self._devices.values())
 
     def discovered(self) -> list[dict[str, Any]]:
         """Sensors heard advertising that are not bound to anything: candidates for
         pairing. They never give readings."""
         if self._bluetooth is None:
             return []
-        return self._bluetooth.discovered(d.address for d in self._config.devices)
+        return self._bluetooth.discovered(d.address for d in self._devices.values())
 
     def adapter_health(self) -> dict[str, Any]:
         """The Bluetooth adapter's state and why, and the watchdog's figures."""
@@ -85,8 +126,26 @@ class DeviceSessions:
             return {"adapter": self._config.bluetooth.adapter, "state": state.value, "error": ""}
         return self._bluetooth.health()
 
+    def _bluetooth_side(self) -> BluetoothSessions:
+        if self._bluetooth is None:
+            # Imported only when needed: a serial-only gateway never loads bleak or bumble.
+            from gateway.bluetooth import BluetoothSessions
+
+            self._bluetooth = BluetoothSessions(self._config.bluetooth, self._listener)
+        return self._bluetooth
+
+    async def _start_serial(self, device: DeviceConfig, kind: DeviceKind) -> None:
+        assert kind.serial is not None  # a kind is Bluetooth or serial
+        try:
+            session = self._serial_session(device, kind.serial)
+        except Exception as exc:  # a bug in a kind's entry or its driver
+            self._fail(device, f"session not built: {exc}")
+            return
+        if await self._start_guarded(session, device):
+            self._sessions[device.device_id] = session
+
     def _checked_kind(self, device: DeviceConfig) -> DeviceKind | None:
-        """The start-up self-check of a configured device's registry entry."""
+        """The self-check of a device's registry entry, before its session is built."""
         kind = KINDS.get(device.kind)
         try:
             if kind is None:

@@ -100,8 +100,15 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX messages_undelivered ON messages(seq) WHERE delivered = 0")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """The commands received over MQTT, by id: a repeated id gets the stored result."""
+    db.table("commands").create(
+        {"id": str, "command": str, "at": str, "result": str}, pk="id", not_null={"result"}
+    )
+
+
 #: Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3)
 
 
 @dataclass(frozen=True)
@@ -440,6 +447,145 @@ class Store:
 
     def mark_messages_delivered(self, seqs: Iterable[int]) -> None:
         self._mark_delivered("messages", seqs)
+
+    # --- commands ----------------------------------------------------------------------
+
+    def command_result(self, command_id: str) -> dict[str, Any] | None:
+        """The result already given to a command with this id, if any."""
+        row = self._conn.execute(
+            "SELECT result FROM commands WHERE id = ?", (command_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def record_command(
+        self,
+        result: dict[str, Any],
+        audit: dict[str, Any],
+        messages: Sequence[tuple[str, dict[str, Any]]],
+    ) -> None:
+        """Keep a command's result under its id (when it has one), its audit entry, and
+        queue `messages` (topic, payload: the result, the audit message), in one
+        transaction."""
+        with self._transaction():
+            if result["id"] is not None:
+                self.db.table("commands").insert(
+                    {
+                        "id": result["id"],
+                        "command": result["command"],
+                        "at": result["at"],
+                        "result": json.dumps(result, ensure_ascii=False),
+                    }
+                )
+            self._audit(f"command.{result['command']}", audit)
+            self._queue(messages)
+
+    def queue_messages(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Queue `messages` (topic below the root, payload) for the uplink."""
+        with self._transaction():
+            self._queue(messages)
+
+    def _queue(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        for topic, payload in messages:
+            text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+            self.db.table("messages").insert({"topic": topic, "delivered": 0, "payload": text})
+
+    def requeue_readings(self, first_seq: int, last_seq: int) -> int:
+        """Mark the kept readings of `first_seq..last_seq` undelivered again (a server
+        that lost them asked); returns how many there are."""
+        with self._transaction():
+            return int(
+                self._conn.execute(
+                    "UPDATE readings SET delivered = 0 WHERE seq BETWEEN ? AND ?",
+                    (first_seq, last_seq),
+                ).rowcount
+            )
+
+    # --- the clock's unsynced span (gateway/clock_correction.py) -----------------------
+
+    def clock_span(self) -> Any:
+        """The span received while the clock was not synchronised, as kept, or None."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'clock_span'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save_clock_span(self, span: Any) -> None:
+        """Keep `span` (JSON); None forgets it."""
+        with self._transaction():
+            self._set_clock_span(span)
+
+    def _set_clock_span(self, span: Any) -> None:
+        if span is None:
+            self._conn.execute("DELETE FROM meta WHERE key = 'clock_span'")
+            return
+        self._conn.execute(
+            "INSERT INTO meta(key, value) VALUES('clock_span', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (json.dumps(span, separators=(",", ":")),),
+        )
+
+    def last_alert_event_seq(self) -> int:
+        (seq,) = self._conn.execute("SELECT coalesce(max(seq), 0) FROM alert_events").fetchone()
+        return int(seq)
+
+    def correct_clock(
+        self,
+        spans: Sequence[tuple[int, int]],
+        reading: Callable[[dict[str, Any]], dict[str, Any] | None],
+        alert: Callable[[dict[str, Any]], dict[str, Any] | None],
+        events_after: int,
+        messages: Sequence[tuple[str, dict[str, Any]]],
+    ) -> int:
+        """The clock was synchronised. In one transaction: each undelivered reading of
+        the spans (`from_seq`, `to_seq`) is replaced by what `reading` makes of its
+        payload; each alert not cleared or with an event after `events_after`, and
+        each undelivered event after it, by what `alert` makes of it (None: left as
+        it is); `messages` (topic, payload) are queued; the span kept is forgotten.
+        Returns how many readings were rewritten."""
+        rewritten = 0
+        with self._transaction():
+            for first, last in spans:
+                rows = self._conn.execute(
+                    "SELECT seq, payload FROM readings WHERE delivered = 0 AND seq BETWEEN ? AND ?",
+                    (first, last),
+                ).fetchall()
+                updates = [
+                    (p["received_at"], json.dumps(p, separators=(",", ":")), seq)
+                    for seq, text in rows
+                    if (p := reading(json.loads(text))) is not None
+                ]
+                self._conn.executemany(
+                    "UPDATE readings SET received_at = ?, payload = ? WHERE seq = ?", updates
+                )
+                rewritten += len(updates)
+            alerts = self._conn.execute(
+                "SELECT id, payload FROM alerts WHERE state != ?"
+                " OR id IN (SELECT alert_id FROM alert_events WHERE seq > ?)",
+                (AlertState.CLEARED.value, events_after),
+            ).fetchall()
+            for alert_id, text in alerts:
+                if (p := alert(json.loads(text))) is not None:
+                    self._conn.execute(
+                        "UPDATE alerts SET updated_at = ?, payload = ? WHERE id = ?",
+                        (
+                            datetime.fromisoformat(p["updated_at"]).isoformat(),
+                            json.dumps(p, separators=(",", ":")),
+                            alert_id,
+                        ),
+                    )
+            events = self._conn.execute(
+                "SELECT seq, payload FROM alert_events WHERE delivered = 0 AND seq > ?",
+                (events_after,),
+            ).fetchall()
+            self._conn.executemany(
+                "UPDATE alert_events SET payload = ? WHERE seq = ?",
+                [
+                    (json.dumps(p, separators=(",", ":")), seq)
+                    for seq, text in events
+                    if (p := alert(json.loads(text))) is not None
+                ],
+            )
+            self._queue(messages)
+            self._set_clock_span(None)
+        return rewritten
 
     # --- devices, counters, audit ----------------------------------------------------
 

@@ -79,13 +79,14 @@ def take_over(memory: Store, disk: Store | None, disk_path: Path) -> Taken:
 
 
 #: Small tables the memory store starts with a copy of and writes back whole.
-_COPIED_WHOLE = ("devices", "subjects", "bindings", "rule_state", "ledger")
+_COPIED_WHOLE = ("devices", "subjects", "bindings", "rule_state", "ledger", "commands")
 _PRIMARY_KEYS: dict[str, str | tuple[str, ...]] = {
     "devices": "id",
     "subjects": "code",
     "bindings": "device",
     "rule_state": "name",
     "ledger": ("subject", "date"),
+    "commands": "id",
 }
 
 

@@ -77,6 +77,7 @@ SALVAGED = (
     TableSpec("bindings", ("device", "updated_at", "record"), "1", _json_in(2)),
     TableSpec("rule_state", ("name", "saved_at", "state"), "1", _json_in(2)),
     TableSpec("ledger", ("subject", "date", "payload"), "1", _json_in(2)),
+    TableSpec("commands", ("id", "command", "at", "result"), "1", _json_in(3)),
     TableSpec("messages", ("seq", "topic", "delivered", "payload"), "delivered = 0", _json_in(3)),
     TableSpec("counters", ("name", "value"), "typeof(value) = 'integer'", lambda _: True),
 )

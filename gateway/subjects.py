@@ -142,6 +142,11 @@ class SubjectDirectory:
         self._bindings[binding.device] = binding
         self._params.clear()
 
+    def remove_binding(self, device: str) -> None:
+        """The device is no longer bound (unknown: nothing to do)."""
+        if self._bindings.pop(device, None) is not None:
+            self._params.clear()
+
     def described(self) -> Mapping[str, Subject]:
         """The subjects with a record of their own (not only named by a binding)."""
         return MappingProxyType(self._subjects)

@@ -35,6 +35,7 @@ from gateway.broker_probe import wait_for_broker
 from gateway.config import Config
 from gateway.mqtt_connection import (
     BrokerUnreachable,
+    InboundMessage,
     LastWill,
     MqttConnection,
     MqttConnectionError,
@@ -104,8 +105,12 @@ class Uplink:
         status_payload: Callable[[], dict[str, Any]],
         devices_payload: Callable[[], list[dict[str, Any]]],
         subjects_payload: Callable[[], list[dict[str, Any]]],
+        on_command: Callable[[InboundMessage], None] = lambda message: None,
     ) -> None:
+        """`on_command`: each message on `cmd/+`, on the event loop (it acknowledges
+        the message once it is recorded)."""
         self._config = config
+        self._on_command = on_command
         self._mqtt = config.mqtt
         self._store = store
         self._status_payload = status_payload
@@ -124,6 +129,9 @@ class Uplink:
         self._publish_subjects = True
         self._publish_active = True
         self._publish_status = False
+        #: Start the streams again from the store's first undelivered rows (after
+        #: `resend` marked delivered readings undelivered).
+        self._rewind = False
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -163,6 +171,24 @@ class Uplink:
         (and `devices`, which shows the bindings)."""
         self._publish_subjects = self._publish_devices = True
         self._wake.set()
+
+    def rewind(self) -> None:
+        """Readings were marked undelivered again (`resend`): read the outbox from its
+        start, as on a new connection."""
+        self._rewind = True
+        self._wake.set()
+
+    def reply(self, topic: str, payload: str, correlation_data: bytes | None) -> None:
+        """Answer a command on the response topic it named (MQTT 5), at once if
+        connected; not kept in the outbox (the result also goes to
+        `cmd/<name>/result`, which is, and a repeated id gets it again)."""
+        connection = self._connection
+        if connection is None or self.health.state is not BrokerState.CONNECTED:
+            return
+        with contextlib.suppress(MqttConnectionError):
+            ack = connection.publish(topic, payload, correlation_data=correlation_data)
+            ack.add_done_callback(self._on_ack)
+            self._inflight[ack] = _Inflight("other")
 
     def alerts_changed(self) -> None:
         self._publish_active = True
@@ -211,6 +237,8 @@ class Uplink:
             self._mqtt,
             self._mqtt.client_id or f"bedside-{self._config.gateway.id}",
             LastWill(self._topic("status"), self._offline_payload()),
+            subscriptions=(self._topic("cmd/+"),),
+            on_message=self._on_command,
         )
         connection.lost.add_done_callback(lambda _: self._wake.set())
         await connection.connect()
@@ -250,11 +278,12 @@ class Uplink:
             if lost.done():
                 raise MqttConnectionError(f"disconnected: {lost.result()}")
             self._wake.clear()
-            if generation != self._store.generation:
+            if generation != self._store.generation or self._rewind:
                 # A new connection, or the store was replaced (set aside, memory store
                 # in or out): start the streams again; PUBACKs of what was in flight
                 # are ignored (their rows are sent again: same ids).
                 generation = self._store.generation
+                self._rewind = False
                 self._inflight.clear()
                 self._acked.clear()
                 live_floor = await self._store.call(self._store.store.last_seq)

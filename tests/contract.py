@@ -32,6 +32,8 @@ def schema_for(topic: str) -> str:
     """The schema file of the messages on `topic`."""
     if "/readings/" in topic:
         return "reading-message.json"
+    if "/cmd/" in topic:
+        return "command-result.json" if topic.endswith("/result") else "command.json"
     for suffix, file in (
         ("/alerts/active", "active-alerts.json"),
         ("/alerts", "alert-event.json"),
@@ -39,6 +41,8 @@ def schema_for(topic: str) -> str:
         ("/devices", "devices.json"),
         ("/subjects", "subjects.json"),
         ("/ledger", "ledger-day.json"),
+        ("/audit", "audit-entry.json"),
+        ("/clock", "clock-correction.json"),
     ):
         if topic.endswith(suffix):
             return file

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.publish as publish
 import pytest
 import yaml
 from pydantic import BaseModel
@@ -22,8 +23,19 @@ from drivers.measurement import Measurement, Metric, Quality, Site
 from gateway.broker import Mosquitto
 from gateway.care import Channel
 from gateway.config import load_config
-from gateway.contract.models import AlertEvent, Device, LedgerDay, ReadingMessage, Status, Subjects
+from gateway.contract.models import (
+    AlertEvent,
+    AuditEntry,
+    Command,
+    CommandResult,
+    Device,
+    LedgerDay,
+    ReadingMessage,
+    Status,
+    Subjects,
+)
 from gateway.contract.schemas import DIRECTORY, FILES, texts
+from gateway.model import ClockState
 from gateway.service import GatewayService
 from tests.conftest import REPO, Subscriber, write_config
 from tests.contract import assert_contract, assert_exactly, schema_for, validator
@@ -73,7 +85,13 @@ async def test_what_the_gateway_publishes_is_exactly_the_contract(
         extra=ISOLATED,
         gateway_extra='timezone = "UTC"',
     )
-    service = GatewayService(load_config(config), now=clocks.now, monotonic=clocks.monotonic)
+    synced = [False]
+    service = GatewayService(
+        load_config(config),
+        now=clocks.now,
+        monotonic=clocks.monotonic,
+        clock_state=lambda: ClockState.SYNCED if synced[0] else ClockState.UNSYNCED,
+    )
     await service.start()
     try:
         # The ledger watches the evening window from the first tick on.
@@ -98,6 +116,15 @@ async def test_what_the_gateway_publishes_is_exactly_the_contract(
         await until(lambda: service.uplink.health.delivered_readings == 4, what="delivered")
         clocks.advance(4 * 60)  # 22:02: the evening window is judged, the day complete
         await until(lambda: server.snapshot("/ledger"), what="the day's ledger")
+        root = service.config.topic_root
+        command = {"id": "contract-1", "args": {}, "sent_at": clocks.wall.isoformat()}
+        publish.single(
+            f"{root}/cmd/ping", json.dumps(command), qos=1, port=mosquitto.port, protocol=5
+        )
+        await until(lambda: server.snapshot("/audit"), what="the ping's audit entry")
+        await until(lambda: server.snapshot("/cmd/ping/result"), what="the ping's result")
+        synced[0] = True  # NTP has set the clock: what was stamped before is corrected
+        await until(lambda: server.snapshot("/clock"), what="the clock correction")
         await until(
             lambda: any(
                 d["security_rejections"] == 1 and d["info"]
@@ -190,6 +217,9 @@ def test_the_examples_of_the_contract_document_are_complete_valid_payloads() -> 
         "state": Status,
         "subjects": Subjects,
         "windows": LedgerDay,
+        "channel": AuditEntry,
+        "ok": CommandResult,
+        "sent_at": Command,
     }
     shown = set()
     for payload in documented_payloads():

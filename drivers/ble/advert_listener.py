@@ -96,15 +96,6 @@ class AdvertListener:
         self._adapter = adapter
         self._listener = listener
         self._bound: dict[str, _Bound] = {}
-        for address, (protocol, key) in devices.items():
-            kind = _ADVERT_KINDS.get(protocol)
-            if kind is None or kind.advert_decoder is None or kind.service_data_uuid is None:
-                raise ValueError(
-                    f"{address}: unknown advertisement protocol {protocol!r}; "
-                    f"choose one of {', '.join(_ADVERT_KINDS)}"
-                )
-            mac = format_mac(parse_mac(address))  # as bleak reports it on Linux
-            self._bound[mac] = _Bound(kind.service_data_uuid, kind.advert_decoder(key, mac))
         self._requested_mode: ScanningMode = scanning_mode
         #: The mode in use once started: passive may have fallen back to active.
         self.scanning_mode: ScanningMode | None = None
@@ -113,6 +104,26 @@ class AdvertListener:
         #: When anything at all was last heard (time.monotonic()), for a watchdog.
         self.last_advert_at: float | None = None
         self._scanner: BleakScanner | None = None
+        for address, (protocol, key) in devices.items():
+            self.bind(address, protocol, key)
+
+    def bind(self, address: str, protocol: str, key: bytes | None) -> None:
+        """Decode `address` from its next advertisement on (a sensor bound while the
+        listener runs, too). Raises ValueError as the constructor does."""
+        kind = _ADVERT_KINDS.get(protocol)
+        if kind is None or kind.advert_decoder is None or kind.service_data_uuid is None:
+            raise ValueError(
+                f"{address}: unknown advertisement protocol {protocol!r}; "
+                f"choose one of {', '.join(_ADVERT_KINDS)}"
+            )
+        mac = format_mac(parse_mac(address))  # as bleak reports it on Linux
+        self._bound[mac] = _Bound(kind.service_data_uuid, kind.advert_decoder(key, mac))
+        self.discovered.pop(mac, None)
+
+    def unbind(self, address: str) -> None:
+        """No longer decode `address`: from its next advertisement it is one more
+        sensor in range (`discovered`)."""
+        self._bound.pop(format_mac(parse_mac(address)), None)
 
     async def start(self) -> None:
         """Raises BleakError when the adapter cannot scan at all."""

@@ -13,13 +13,14 @@ know there, except in a device entry and in `refused_packets`, which are closed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
 from drivers.kinds import KINDS
 from drivers.listener import AdapterState, LinkState, WatchdogAction
 from drivers.measurement import UNITS, Metric, Quality, Site
+from gateway.codes import contract_table
 from gateway.config import CODE
 from gateway.model import (
     AlertClass,
@@ -90,7 +91,11 @@ class Reading(_Closed):
     subject: Subject | None = Field(
         description="bed or pseudonymous code; null when the device is not bound"
     )
-    metric: Metric
+    metric: Metric = Field(
+        description="what was measured; x-codes: each metric's IEEE 11073-10101 (mdc) and"
+        " LOINC codes, null where none exists (note says why)",
+        json_schema_extra={"x-codes": contract_table()},
+    )
     value: Number = Field(description="boolean only for door_open")
     unit: Unit = Field(description="UCUM code of the metric; null for booleans")
     site: Site | None = Field(description="measurement site of a temperature; null otherwise")
@@ -98,7 +103,8 @@ class Reading(_Closed):
     measured_at: Timestamp | None = Field(description="device clock, when the device sent one")
     received_at: Timestamp = Field(description="gateway clock when it received the value")
     clock: ClockState = Field(
-        description="whether the gateway clock was synchronised when it received the reading"
+        description="whether the gateway clock was synchronised when it received the reading;"
+        " corrected: it was not, and received_at was corrected once it was (see clock)"
     )
 
 
@@ -259,6 +265,77 @@ class LedgerDay(_Closed):
     windows: list[LedgerWindow] = Field(description="in order of their start")
 
 
+# --- commands: cmd/<name>, cmd/<name>/result, audit ----------------------------------
+
+
+class Command(_Closed):
+    model_config = ConfigDict(title="cmd/<name>: a command from the township")
+
+    id: str = Field(
+        min_length=1,
+        max_length=128,
+        description="unique per sender: a repeated id gets the first result again and"
+        " changes nothing",
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="the command's arguments (docs/mqtt-contract.md)"
+    )
+    sent_at: Timestamp | None = Field(
+        default=None,
+        description="when it was sent; older than commands.max_age_s: refused as expired",
+    )
+
+
+class CommandError(_Closed):
+    code: Literal["malformed", "unknown_command", "not_found", "conflict", "expired"]
+    message: str = Field(description="one line: what is wrong, naming the field")
+
+
+class CommandResult(_Closed):
+    model_config = ConfigDict(
+        title="cmd/<name>/result: the answer to one command (also on its response topic)"
+    )
+
+    id: str | None = Field(description="the command's id; null when none could be read")
+    command: str
+    ok: bool
+    error: CommandError | None = Field(description="null when ok")
+    result: dict[str, Any] | None = Field(description="what the command returns; null unless ok")
+    at: Timestamp
+
+
+class AuditEntry(_Closed):
+    model_config = ConfigDict(title="audit: one command applied or refused")
+
+    gateway: str
+    id: str | None
+    command: str
+    args: dict[str, Any] = Field(description="as received, a device key masked")
+    ok: bool
+    error: CommandError | None
+    at: Timestamp
+    channel: Literal["mqtt"]
+
+
+# --- clock ---------------------------------------------------------------------------
+
+
+class ClockCorrection(_Closed):
+    model_config = ConfigDict(
+        title="clock: the correction of readings received before the clock was synchronised"
+    )
+
+    gateway: str
+    from_seq: int = Field(ge=1, description="first seq of the span")
+    to_seq: int = Field(ge=1, description="last seq of the span, inclusive")
+    offset_ms: int = Field(
+        description="the true time of a reading of the span received with clock unsynced"
+        " is its received_at plus this; readings received with clock corrected carry it"
+        " already, synced ones need none"
+    )
+    synced_at: Timestamp = Field(description="gateway clock, synchronised, at the correction")
+
+
 # --- status --------------------------------------------------------------------------
 
 
@@ -320,7 +397,9 @@ class OnlineStatus(_Open):
     version: str
     time: Timestamp = Field(description="gateway clock when the message was built")
     started_at: Timestamp
-    clock: ClockState
+    clock: Literal["synced", "unsynced"] = Field(
+        description="whether the gateway's clock is synchronised now"
+    )
     queue: Queue
     bluetooth: Bluetooth
     refused_packets: RefusedPackets = Field(

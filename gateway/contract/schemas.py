@@ -18,6 +18,10 @@ from pydantic_core import core_schema
 from gateway.contract.models import (
     ActiveAlerts,
     AlertEvent,
+    AuditEntry,
+    ClockCorrection,
+    Command,
+    CommandResult,
     Devices,
     LedgerDay,
     ReadingMessage,
@@ -33,6 +37,10 @@ FILES: dict[str, type[BaseModel]] = {
     "devices.json": Devices,
     "subjects.json": Subjects,
     "ledger-day.json": LedgerDay,
+    "command.json": Command,
+    "command-result.json": CommandResult,
+    "audit-entry.json": AuditEntry,
+    "clock-correction.json": ClockCorrection,
 }
 
 DIRECTORY = Path(__file__).parent

@@ -49,6 +49,11 @@ from gateway.schedule import Slot, window_at, windows_ended
 TABLE = "missed_measurement"
 
 
+#: The wall clock running ahead of the rules' clock by more than this between two ticks
+#: is the clock being set, not time passing.
+_CLOCK_STEP_S = 60.0
+
+
 class MissedMeasurementParams(ConfigTable):
     """`[rules.missed_measurement]`."""
 
@@ -83,16 +88,30 @@ class Watch:
         self._context = context
         self._base = base
         self.last_tick: datetime | None = None
+        #: The rules' clock at the latest tick (not saved: after a restart, time stopped
+        #: counts as passed on both clocks).
+        self._last_rule: float | None = None
         self._since: dict[str, datetime] = {}
 
-    def advance(self, now: datetime) -> tuple[datetime | None, dict[str, str]]:
-        """Move to the tick `now`: returns the latest tick before it (None on the first
-        tick) and the subjects watched, with their thermometer. A clock set back leaves
-        the latest tick where it was, so no window is judged twice."""
-        now = now.astimezone(UTC)
+    def advance(self, instant: Instant) -> tuple[datetime | None, dict[str, str]]:
+        """Move to the tick `instant`: returns the latest tick before it (None on the
+        first tick, and after the clock stepped forward) and the subjects watched, with
+        their thermometer. A clock set back leaves the latest tick where it was, so no
+        window is judged twice. A clock set forward (a Pi that booted with no time,
+        set by NTP: the wall clock jumps, the rules' monotonic clock does not) judges
+        none of the windows it skipped: nobody missed them, and a Pi that booted in
+        2000 would otherwise judge twenty years of windows."""
+        now = instant.wall.astimezone(UTC)
         watched = thermometers(self._context)
+        previous, previous_rule = self.last_tick, self._last_rule
+        self._last_rule = instant.rule
+        if previous is not None and previous_rule is not None:
+            stepped = (now - previous).total_seconds() - (instant.rule - previous_rule)
+            if stepped > _CLOCK_STEP_S:
+                self._since = dict.fromkeys(watched, now)
+                self.last_tick = now
+                return None, watched
         self._since = {code: self._since.get(code, now) for code in watched}
-        previous = self.last_tick
         if previous is None or now > previous:
             self.last_tick = now
         return previous, watched
@@ -183,7 +202,7 @@ class MissedMeasurementAlerts:
         return [change_alert(alert, AlertState.CLEARED, reading)]
 
     def on_tick(self, now: Instant) -> list[Alert]:
-        previous, watched = self._watch.advance(now.wall)
+        previous, watched = self._watch.advance(now)
         if previous is None:
             return []
         changes: list[Alert] = []

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.measurement import Metric, Quality, Site
+from gateway.ledger import LedgerBook
 from gateway.model import Alert, AlertClass, AlertKind, AlertState, Binding, Instant, Reading
 from gateway.rules.engine import RuleEngine
 from gateway.subjects import SubjectDirectory
@@ -221,3 +222,25 @@ def test_berlin_on_the_day_its_clocks_go_forward() -> None:
     (raised,) = tick(rules, "2026-03-29 22:01", berlin)
     assert raised.raised_at == utc("2026-03-29 20:01")  # 22:01 CEST
     assert raised.detail == "no temperature in the evening window 18:00-22:00 of 2026-03-29"
+
+
+def test_a_clock_set_forward_judges_none_of_the_windows_it_skipped() -> None:
+    """A Pi that booted with no time (2000-01-01) and was set by NTP to 2026: its wall
+    clock jumps 26 years between two ticks, its monotonic clock one second. No window
+    in between was missed (it judged twenty years of them: ~19,000 windows, and as many
+    ledger days); the windows after the jump are judged as ever."""
+    rules, directory = engine_and_directory()
+    book = LedgerBook(directory, rules_config().rules.missed_measurement)
+    booted = datetime(2000, 1, 1, 8, 0, tzinfo=UTC)
+    real = datetime.fromisoformat("2026-11-22 17:00").replace(tzinfo=SHANGHAI)
+    boot_tick = Instant(booted, 100.0)
+    set_tick = Instant(real, 101.0)  # one second later on the monotonic clock
+    for instant in (boot_tick, set_tick):
+        assert missed(rules.evaluate_tick(instant)) == []
+        assert book.on_tick(instant) == []
+    # Still watched: the evening after the clock was set is judged as ever.
+    evening_over = Instant(real.replace(hour=22, minute=1), 101.0 + 5 * 3600 + 60)
+    (alert,) = missed(rules.evaluate_tick(evening_over))
+    assert alert.state is AlertState.RAISED and "evening" in (alert.detail or "")
+    (day,) = book.on_tick(evening_over)
+    assert day["date"] == "2026-11-22"
