@@ -103,7 +103,7 @@ def test_the_example_config_in_the_repository_is_valid() -> None:
             r"rules.door_opened: unknown key \(allowed: .*door_open, fever",
         ),
         (('kind = "hts"', 'kind = "plx"'), "devices[0].site: only hts devices have a site"),
-        (("[gateway]", "[gatway]"), r"gatway: unknown key \(allowed: bluetooth, commands, devices, gateway"),
+        (("[gateway]", "[gatway]"), r"gatway: unknown key \(allowed: bluetooth, commands, devices"),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_problem(
