@@ -26,6 +26,7 @@ from gateway.config import load_config
 from gateway.contract.models import (
     AlertEvent,
     AuditEntry,
+    ClockCorrection,
     Command,
     CommandResult,
     Device,
@@ -220,6 +221,7 @@ def test_the_examples_of_the_contract_document_are_complete_valid_payloads() -> 
         "channel": AuditEntry,
         "ok": CommandResult,
         "sent_at": Command,
+        "offset_ms": ClockCorrection,
     }
     shown = set()
     for payload in documented_payloads():
