@@ -29,7 +29,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.config import CODE, Config, DeviceConfig, SubjectConfig, describe_errors
+from gateway.config import (
+    CODE,
+    Config,
+    DeviceConfig,
+    SubjectConfig,
+    describe_errors,
+    masked_entry,
+)
 from gateway.devices import DeviceExists, DeviceRegistry
 from gateway.ledger import LedgerBook
 from gateway.model import Alert, Binding, Isolation, Subject
@@ -50,7 +57,6 @@ log = logging.getLogger(__name__)
 #: The longest ledger range asked at once: two isolations' worth.
 _LEDGER_MAX_DAYS = 31
 #: What a device key becomes in the audit trail.
-_MASK = "***"
 
 
 class Channel(StrEnum):
@@ -600,9 +606,7 @@ def _device_entry(device: DeviceConfig) -> dict[str, Any]:
 def _masked(record: dict[str, Any]) -> dict[str, Any]:
     """A binding record as the audit trail keeps it: the device key masked."""
     entry = record.get("entry")
-    if entry is None or "key" not in entry:
-        return record
-    return {**record, "entry": {**entry, "key": _MASK}}
+    return record if entry is None else {**record, "entry": masked_entry(entry)}
 
 
 def _entry(

@@ -32,7 +32,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from gateway import __version__
 from gateway.care import CareError, CareService, Channel, Invalid, NotFound
-from gateway.config import CODE, Config, DeviceConfig, describe_errors
+from gateway.config import CODE, Config, DeviceConfig, describe_errors, masked_entry
 from gateway.mqtt_connection import InboundMessage
 from gateway.store import StoreThread
 
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 #: Larger payloads are refused unread: no command needs more than a few kB.
 MAX_PAYLOAD_BYTES = 64 * 1024
-#: What a secret becomes in results, the audit trail and `get_config`.
-MASK = "***"
 #: The most readings one `resend` may ask for (a day of 6 devices at 3 metrics/s is
 #: 1.6 million; a server that lost more asks in parts).
 MAX_RESEND = 2_000_000
@@ -218,7 +216,7 @@ class CommandProcessor:
             "gateway": self._config.gateway.id,
             "id": command_id,
             "command": name,
-            "args": _masked(args),
+            "args": masked_entry(args),
             "ok": error is None,
             "error": error,
             "at": answer["at"],
@@ -337,19 +335,11 @@ class CommandProcessor:
         return next(s for s in self._care.subjects_payload() if s["code"] == code)
 
 
-def _masked(args: dict[str, Any]) -> dict[str, Any]:
-    """Args as they may be kept and published: a device key never is."""
-    return {k: (MASK if k == "key" and v is not None else v) for k, v in args.items()}
-
-
 def effective_config(config: Config, devices: list[DeviceConfig]) -> dict[str, Any]:
     """The configuration in force, as JSON, secrets masked (device keys): the file's,
     with the devices served now (bound at run time included, unbound ones left out)."""
     raw = config.model_dump()
-    raw["devices"] = [device.model_dump() for device in devices]
-    for device in raw["devices"]:
-        if device.get("key") is not None:
-            device["key"] = MASK
+    raw["devices"] = [masked_entry(device.model_dump()) for device in devices]
     return json.loads(json.dumps(raw, default=_json_default))
 
 

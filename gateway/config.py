@@ -307,6 +307,15 @@ class WebSection(ConfigTable):
         return int(self.listen.rsplit(":", 1)[1])
 
 
+#: What a secret becomes wherever a device entry is kept, published or shown.
+MASK = "***"
+
+
+def masked_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A `[[devices]]` entry (or a command's args holding one) with its key masked."""
+    return {**entry, "key": MASK} if entry.get("key") is not None else entry
+
+
 #: A door sensor's periodic advertisements (battery, state) come at least this often
 #: (the sensors in the kinds table send one every few minutes).
 DOOR_REPORT_INTERVAL_S = 600.0

@@ -18,9 +18,9 @@ from pydantic import Field
 from drivers.measurement import Metric
 from gateway.config_table import ConfigTable
 from gateway.model import Alert, AlertKind, AlertState, Reading
-from gateway.rules.base import CareContext, change_alert, snapshot
+from gateway.rules.base import CareContext, change_alert
 from gateway.rules.sustained import Direction, beyond_the_raise_line
-from gateway.rules.technical import DeviceAlerts, device_key, open_alert
+from gateway.rules.technical import DeviceAlerts
 
 _Percent = Annotated[float, Field(ge=1.0, le=100.0)]
 
@@ -58,19 +58,9 @@ class BatteryLowAlerts(DeviceAlerts):
         detail = f"battery {value:g} %"
         if value <= params.at_or_below:
             if active is None:
-                alert = open_alert(
-                    self.kind,
-                    device_key(device),
-                    reading.subject,
-                    device,
-                    reading.received_at,
-                    detail,
-                    [reading.id],
-                    value=value,
-                    threshold=params.at_or_below,
+                return self._raise_for(
+                    reading, detail, [reading.id], value=value, threshold=params.at_or_below
                 )
-                self._active[device] = alert
-                return [snapshot(alert)]
             if active.value is not None and value >= active.value:
                 return []  # still low, nothing new for the technician
             active.detail = detail

@@ -22,8 +22,8 @@ from pydantic import Field
 from drivers.measurement import Metric, Quality
 from gateway.config_table import ConfigTable
 from gateway.model import Alert, AlertKind, AlertState, Reading
-from gateway.rules.base import EVIDENCE_LIMIT, CareContext, from_epoch, snapshot, to_epoch
-from gateway.rules.technical import DeviceAlerts, device_key, duration, move_alert, open_alert
+from gateway.rules.base import EVIDENCE_LIMIT, CareContext, from_epoch, to_epoch
+from gateway.rules.technical import DeviceAlerts, duration, move_alert
 
 #: What an oximeter reports, each reading flagged when the probe is off.
 OXIMETRY = frozenset({Metric.SPO2, Metric.PULSE_RATE})
@@ -83,17 +83,7 @@ class ProbeOffAlerts(DeviceAlerts):
         off_for = now - stretch.since
         if device in self._active or off_for < params.after_s:
             return []
-        alert = open_alert(
-            self.kind,
-            device_key(device),
-            reading.subject,
-            device,
-            reading.received_at,
-            f"probe off for {duration(off_for)}",
-            stretch.ids,
-        )
-        self._active[device] = alert
-        return [snapshot(alert)]
+        return self._raise_for(reading, f"probe off for {duration(off_for)}", stretch.ids)
 
     def save_state(self, epoch_offset: float) -> Any:
         if not self._stretches:

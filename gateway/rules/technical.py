@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, tzinfo
 
-from gateway.model import Alert, AlertKind, AlertState
+from gateway.model import Alert, AlertKind, AlertState, Reading
 from gateway.rules.base import EVIDENCE_LIMIT, HeldAlerts, new_alert_id, snapshot
 
 
@@ -20,6 +20,30 @@ class DeviceAlerts(HeldAlerts):
 
     def restore(self, alert: Alert) -> None:
         self._active[alert.device] = alert
+
+    def _raise_for(
+        self,
+        reading: Reading,
+        detail: str,
+        evidence: Iterable[str],
+        value: float | None = None,
+        threshold: float | None = None,
+    ) -> list[Alert]:
+        """A new alert of the reading's device, held open; returns its event."""
+        device = reading.device
+        alert = open_alert(
+            self.kind,
+            device_key(device),
+            reading.subject,
+            device,
+            reading.received_at,
+            detail,
+            evidence,
+            value,
+            threshold,
+        )
+        self._active[device] = alert
+        return [snapshot(alert)]
 
 
 def open_alert(
