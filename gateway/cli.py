@@ -1,5 +1,6 @@
 """`bedside-gateway`: run the service, check a config, run the demo, watch the broker,
-list the device kinds, decode device bytes, list the Bluetooth devices in range.
+list the device kinds, decode device bytes, list the Bluetooth devices in range, set
+the page's password.
 
 User errors end with one line on stderr and a non-zero status, never a traceback.
 """
@@ -8,11 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gateway.config import ConfigError, load_config
+
+#: Where `systemd/install.sh` puts the configuration.
+DEFAULT_CONFIG = "/etc/bedside-gateway/gateway.toml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,7 +96,60 @@ def _parser() -> argparse.ArgumentParser:
         "--until", help="RFC 3339 time: run the clock on to it (later readings are left out)"
     )
     replay.set_defaults(handler=_replay)
+
+    password = sub.add_parser(
+        "set-password", help="set the page's password (stored as an argon2 hash)"
+    )
+    password.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"the gateway's configuration: where the hash goes (default: {DEFAULT_CONFIG})",
+    )
+    password.add_argument(
+        "--stdin", action="store_true", help="read the password from one line of stdin"
+    )
+    password.set_defaults(handler=_set_password)
     return parser
+
+
+def _set_password(args: argparse.Namespace) -> int:
+    from gateway.web.auth import PasswordFile
+
+    path = load_config(args.config).password_path
+    if args.stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    elif not sys.stdin.isatty():
+        print("stdin is not a terminal: pass --stdin to read the password from it", file=sys.stderr)
+        return 2
+    else:
+        try:
+            password = getpass.getpass("new password for the page: ")
+            again = getpass.getpass("the same again: ")
+        except EOFError:
+            print("no password given: nothing changed", file=sys.stderr)
+            return 2
+        if again != password:
+            print("the two passwords differ: nothing changed", file=sys.stderr)
+            return 2
+    try:
+        PasswordFile(path).set(password)
+        _owned_like_its_folder(path)
+    except ValueError as exc:
+        print(f"{exc}: nothing changed", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"password stored in {path} (as an argon2 hash); open logins have ended")
+    return 0
+
+
+def _owned_like_its_folder(path: Path) -> None:
+    """Run as root (`sudo`), the file goes to the owner of its folder, the service's
+    user under systemd: a root-owned 0600 file would be unreadable to the service."""
+    if os.geteuid() == 0:
+        folder = path.parent.stat()
+        os.chown(path, folder.st_uid, folder.st_gid)
 
 
 def _replay(args: argparse.Namespace) -> int:

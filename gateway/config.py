@@ -44,6 +44,11 @@ _ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOPIC_PART = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _AES_KEY = re.compile(r"^[0-9A-Fa-f]{32}$")
+#: Labels of letters, digits and '-' (not at either end), dot separated; a final dot ok.
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
 
 
 class ConfigError(ValueError):
@@ -284,10 +289,40 @@ class CommandsSection(ConfigTable):
     max_age_s: float = Field(default=86_400.0, ge=60.0, le=2_592_000.0)
 
 
+def _host_name(name: str) -> str:
+    """One name of `web.allowed_hosts`: a DNS name, no port, scheme or wildcard."""
+    if not _HOST_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a host name (no port, scheme or wildcard;"
+            " IP addresses are always allowed)"
+        )
+    return name.lower().rstrip(".")
+
+
 class WebSection(ConfigTable):
-    """`[web]`: the status page."""
+    """`[web]`: the technician's page."""
 
     listen: str = "127.0.0.1:8080"
+    #: Host names the page answers to besides the ones always allowed (any IP address,
+    #: `localhost`, the machine's host name and `<hostname>.local`): a request naming
+    #: another host is refused, so a web page elsewhere cannot read it by DNS rebinding.
+    allowed_hosts: tuple[Annotated[str, AfterValidator(_host_name)], ...] = Field(
+        default=(), strict=False
+    )
+    #: TLS for the page: both or neither; the files are read at start.
+    tls_cert: _ReadableFile = None
+    tls_key: _ReadableFile = Field(default=None, validate_default=True)
+    #: The argon2 hash of the page's password (`bedside-gateway set-password` writes
+    #: it); none: `web-password` beside `store.path` (`Config.password_path`).
+    password_file: Annotated[_Path | None, BeforeValidator(_unset_if_empty)] = None
+    #: A login ends after this long without a request.
+    session_idle_s: float = Field(default=900.0, ge=60.0, le=86400.0)
+    #: Failed logins from one client address within `login_lockout_s`, then that
+    #: address is refused for `login_lockout_s`.
+    login_attempts: int = Field(default=5, ge=1, le=100)
+    login_lockout_s: float = Field(default=300.0, ge=10.0, le=86400.0)
+    #: A file holding the bearer token of `/metrics`; none: `/metrics` is not served.
+    metrics_token_file: _ReadableFile = None
 
     @field_validator("listen")
     @classmethod
@@ -297,6 +332,21 @@ class WebSection(ConfigTable):
         if not 1 <= int(listen.rsplit(":", 1)[1]) <= 65535:
             raise ValueError(f"port out of range in {listen!r}")
         return listen
+
+    @field_validator("tls_key")
+    @classmethod
+    def _with_a_cert(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if "tls_cert" not in info.data:
+            return key  # tls_cert itself was wrong: that error is the one shown
+        if key is None and info.data["tls_cert"] is not None:
+            raise ValueError("missing (web.tls_cert is set: both or neither)")
+        if key is not None and info.data["tls_cert"] is None:
+            raise ValueError("set web.tls_cert too")
+        return key
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def host(self) -> str:
@@ -558,6 +608,11 @@ class Config(ConfigTable):
         return self._source
 
     @property
+    def password_path(self) -> Path:
+        """Where the page's password hash is kept (`web.password_file`)."""
+        return self.web.password_file or self.store.path.parent / "web-password"
+
+    @property
     def topic_root(self) -> str:
         return f"{self.mqtt.topic_prefix}/{self.gateway.township}/{self.gateway.id}"
 
@@ -633,7 +688,12 @@ def describe_errors(errors: Sequence[ErrorDetails], root: type[BaseModel] | None
     elif kind in ("enum", "literal_error"):
         reason = f"{error['input']!r} is not {ctx['expected']}"
     elif kind == "tuple_type":
-        reason = f"must be an array of tables ([[{where}]])"
+        items = get_args(_type_at(loc, root)) or (None,)
+        reason = (
+            f"must be an array of tables ([[{where}]])"
+            if _is_table(items[0])
+            else "must be an array"
+        )
     elif kind in _BOUNDS:
         bound, words = _BOUNDS[kind]
         reason = f"must be {words} {ctx[bound]:g}"

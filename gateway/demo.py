@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from gateway.config import parse_config
 from gateway.logs import configure_logging
 from gateway.service import GatewayService
 from gateway.tail import tail
+from gateway.web.auth import PasswordFile
 
 #: `--broker builtin`: the in-process broker, also used when mosquitto is not installed.
 BUILTIN = "builtin"
@@ -92,8 +94,12 @@ async def run_demo(broker_url: str | None, http: str, duration: float | None, sc
         )
         tail_thread.start()
         try:
+            # A demo's own password, new each run (a gateway has none until
+            # `set-password`), printed with the page's address.
+            password = secrets.token_urlsafe(9)
+            PasswordFile(config.password_path).set(password)
             await service.start()
-            print(f"status page: {service.web_url}", flush=True)
+            print(f"status page: {service.web_url} (password {password})", flush=True)
             print("township server receives (one JSON line per message):", flush=True)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(duration):

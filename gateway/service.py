@@ -14,9 +14,11 @@ import json
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -26,7 +28,7 @@ from gateway.care import CareService
 from gateway.clock import ClockWatch, kernel_clock_state
 from gateway.clock_correction import ClockCorrection, kernel_boot_id
 from gateway.commands import CommandProcessor
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.devices import DeviceRegistry
 from gateway.ledger import LedgerBook
 from gateway.model import Alert, ClockState, Instant
@@ -40,6 +42,7 @@ from gateway.subjects import SubjectDirectory
 from gateway.supervision import Supervisor
 from gateway.uplink import Uplink
 from gateway.web.app import create_app
+from gateway.web.live import LiveEvents, Topic
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,24 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+def _check_tls(cert: Path, key: Path) -> None:
+    """The page's certificate and key load together (uvicorn loads them again for each
+    server it starts): a bad one is a configuration error at start, one line naming
+    the key, instead of a page that never listens."""
+    for name, path in (("tls_cert", cert), ("tls_key", key)):
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise ConfigError(f"web.{name}: cannot read {path}: {exc.strerror}") from None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"web.tls_cert: {cert} and web.tls_key {key} are not a PEM certificate and its"
+            f" private key ({exc.reason or exc})"
+        ) from None
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -82,7 +103,8 @@ class GatewayService:
         kernel's); a test gives its own."""
         self.config = config
         self._now = now
-        self._monotonic = monotonic
+        #: The clock durations are measured on (the rules', the page's logins).
+        self.monotonic = monotonic
         self.started_at = datetime.now(UTC)
         self.store = StoreThread(
             config.store.path,
@@ -96,8 +118,13 @@ class GatewayService:
         self._alerted_recovery: StoreRecovery | None = None
         #: The faults (part, reason) as `status` last said them.
         self._faults_published: list[tuple[str, str]] = []
+        #: What the open pages' traffic light and nearby list last showed.
+        self._page_status: tuple[object, ...] = ()
+        self._page_nearby: list[tuple[str, str, int | None]] = []
         self.devices = DeviceRegistry(config.devices, config.mqtt.status_interval_s, monotonic)
         self.clock = ClockWatch(clock_state)
+        #: What changed, for the open pages (`/events`).
+        self.live = LiveEvents()
         self.directory = SubjectDirectory.from_config(config)
         self.directory.heard_by = self.devices.heard_at
         self.rules = RuleEngine.configured(config.rules, self.directory)
@@ -117,7 +144,7 @@ class GatewayService:
             self.rules,
             self.ledger_book,
             self.clock,
-            on_committed=self.uplink.wake,
+            on_committed=self._committed,
             on_alerts=self._alerts_changed,
             now=now,
             monotonic=monotonic,
@@ -140,7 +167,7 @@ class GatewayService:
             self.ledger_book,
             self.sessions,
             commit_alert_changes=self.pipeline.commit_alert_changes,
-            on_changed=self.uplink.subjects_changed,
+            on_changed=self._care_changed,
             now=now,
         )
         #: The rules' timers as last saved (JSON text), so an unchanged state is not
@@ -239,15 +266,18 @@ class GatewayService:
     async def _start_web(self) -> None:
         """Start the page as a supervised part and wait until it listens; at start-up a
         page that cannot listen is a configuration error, said at once."""
+        web = self.config.web
+        if web.tls_cert is not None and web.tls_key is not None:
+            _check_tls(web.tls_cert, web.tls_key)
         self.supervisor.start("web", self._serve_web)
         while self._web is None or not self._web.started:
             if any(f.part == "web" for f in self.supervisor.faults()):
                 await self.supervisor.stop("web")
-                raise RuntimeError(f"status page cannot listen on {self.config.web.listen}")
+                raise RuntimeError(f"status page cannot listen on {web.listen}")
             await asyncio.sleep(0.01)
         sockets = [s for server in self._web.servers for s in server.sockets]
         host, port = sockets[0].getsockname()[:2]
-        self.web_url = f"http://{host}:{port}/"
+        self.web_url = f"{'https' if web.tls else 'http'}://{host}:{port}/"
 
     async def _serve_web(self) -> None:
         """One uvicorn server on our loop, a new one after each failure; returns only
@@ -257,6 +287,8 @@ class GatewayService:
             create_app(self),
             host=web.host,
             port=web.port,
+            ssl_certfile=web.tls_cert,
+            ssl_keyfile=web.tls_key,
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -292,6 +324,7 @@ class GatewayService:
                 self._queue = await self.store.call(self.store.store.queue_stats)
                 next_queue_stats = loop.time() + _QUEUE_STATS_EVERY_S
             if self.devices.take_unsaved():
+                self.live.notify(Topic.DEVICES)
                 await self._save_devices()
             if self.devices.take_inventory_due(loop.time()):
                 self.uplink.devices_changed()
@@ -312,9 +345,31 @@ class GatewayService:
             if faults != self._faults_published:
                 self._faults_published = faults
                 self.uplink.status_changed()
+            self._tell_pages()
             if self.supervisor.all_alive():
                 systemd.notify("WATCHDOG=1")
             await asyncio.sleep(_SUPERVISE_EVERY_S)
+
+    def _tell_pages(self) -> None:
+        """The open pages' traffic light and nearby list, when what they show moved."""
+        if not self.live.listeners:
+            return
+        health = self.health()
+        status = (
+            health["broker"]["state"],
+            health["clock"],
+            health["bluetooth"]["state"],
+            health["faults"],
+            health["queue"]["undelivered"] > 0,
+            health["queue"]["oldest_undelivered_at"],
+        )
+        if status != self._page_status:
+            self._page_status = status
+            self.live.notify(Topic.STATUS)
+        nearby = [(d["address"], d["kind"], d["rssi"]) for d in health["discovered"]]
+        if nearby != self._page_nearby:
+            self._page_nearby = nearby
+            self.live.notify(Topic.NEARBY)
 
     def _watch_storage(self, now: datetime) -> None:
         """Say when the store does not work: a fault in `status` and the page, and the
@@ -338,7 +393,7 @@ class GatewayService:
 
     def _instant(self) -> Instant:
         """Now, on the wall clock and on the rules' duration clock (as readings are)."""
-        return Instant(self._now(), self._monotonic())
+        return Instant(self._now(), self.monotonic())
 
     async def _save_rule_state(self) -> None:
         """Keep the rules' timers (a breach under way, a door open since...) and the
@@ -358,6 +413,15 @@ class GatewayService:
 
     def _alerts_changed(self, alerts: list[Alert]) -> None:
         self.uplink.alerts_changed()
+        self.live.notify(Topic.ALERTS)
+
+    def _committed(self) -> None:
+        self.uplink.wake()
+        self.live.notify(Topic.READINGS)
+
+    def _care_changed(self) -> None:
+        self.uplink.subjects_changed()
+        self.live.notify(Topic.SUBJECTS, Topic.DEVICES)
 
     # --- what the page and `status` read ---------------------------------------------
 

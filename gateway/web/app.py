@@ -1,89 +1,108 @@
-"""Routes of the status page. Handlers only read state the service already holds (or
-ask the store thread), so a slow browser never holds up collection."""
+"""The technician's page as one ASGI app: the host check (`hosts.py`), the login gate
+(`login.py`), the pages (`pages.py`), the JSON API (`api.py`), `/metrics` and the
+page's own script and style (`static/`: nothing is fetched from elsewhere)."""
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, HTTPException, Path, Query
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import HTTPException
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
-from gateway.care import CareError, NotFound
-from gateway.config import CODE
-from gateway.contract.models import AlertEvent, Device, LedgerDay, SubjectEntry
-from gateway.web.models import ReadingRecord, Status
+from gateway.web.api import api_router
+from gateway.web.auth import LoginLimiter, PasswordFile, SessionBook
+from gateway.web.hosts import AllowedHosts
+from gateway.web.login import CsrfRefused, Gate, login_router
+from gateway.web.metrics import metrics_router
+from gateway.web.pages import page_router
+from gateway.web.render import Renderer
+
+if TYPE_CHECKING:
+    from gateway.service import GatewayService
+
+#: The page runs its own script and style only, is never framed, and sends no referrer
+#: elsewhere. The charts are inline SVG (presentation attributes, no style attribute).
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
+        " connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+#: /api/docs: Swagger UI (served by the gateway, from swagger-ui-bundle) starts from an
+#: inline script and inline styles.
+_DOCS_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
+    " script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+)
 
 
-class StatusSource(Protocol):
-    """What the page needs from the running service."""
+def create_app(service: GatewayService) -> FastAPI:
+    config = service.config
+    web = config.web
+    renderer = Renderer(
+        service.directory.timezone, config.gateway.id, secure=web.tls_cert is not None
+    )
+    source = config.source
+    command = "sudo bedside-gateway set-password" + (f" --config {source}" if source else "")
+    gate = Gate(
+        PasswordFile(config.password_path),
+        SessionBook(web.session_idle_s, service.monotonic),
+        LoginLimiter(web.login_attempts, web.login_lockout_s, service.monotonic),
+        renderer,
+        setup_command=command,
+    )
+    app = FastAPI(title="Bedside gateway", docs_url=None, redoc_url=None)
+    app.middleware("http")(gate)
 
-    def health(self) -> dict[str, Any]: ...
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response: Response = await call_next(request)
+        response.headers.update(_SECURITY_HEADERS)
+        if request.url.path == "/api/docs":  # Swagger UI starts from an inline script
+            response.headers["Content-Security-Policy"] = _DOCS_POLICY
+        return response
 
-    def device_records(self) -> list[dict[str, Any]]: ...
+    app.add_middleware(AllowedHosts, names=web.allowed_hosts)
 
-    async def active_alerts(self) -> list[dict[str, Any]]: ...
+    @app.exception_handler(HTTPException)
+    async def page_errors(request: Request, exc: HTTPException) -> Response:
+        if request.url.path.startswith("/api/") or exc.status_code not in (403, 404):
+            return await http_exception_handler(request, exc)
+        template = "csrf.html" if isinstance(exc, CsrfRefused) else "not_found.html"
+        return renderer.page(request, template, status_code=exc.status_code)
 
-    async def recent_readings(self, limit: int, device: str | None) -> list[dict[str, Any]]: ...
+    app.mount(
+        "/static",
+        StaticFiles(directory=str(resources.files("gateway.web").joinpath("static"))),
+        name="static",
+    )
+    app.include_router(login_router(gate))
+    app.include_router(page_router(service, gate, renderer))
+    app.include_router(api_router(service))
+    app.include_router(metrics_router(service, web.metrics_token_file))
 
-    def subjects(self) -> list[dict[str, Any]]: ...
+    app.mount("/api/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
-    async def ledger(self, subject: str, first: date, last: date) -> list[dict[str, Any]]:
-        """Raises `NotFound` for an unknown subject, `CareError` for a bad range."""
-        ...
-
-
-def create_app(source: StatusSource) -> FastAPI:
-    app = FastAPI(title="Bedside gateway", docs_url="/api/docs", redoc_url=None)
-    page = resources.files("gateway.web").joinpath("status.html").read_text(encoding="utf-8")
-
-    @app.get("/", response_class=HTMLResponse)
-    async def status_page() -> str:
-        return page
-
-    @app.get("/api/status", response_model=Status)
-    async def status() -> dict[str, Any]:
-        return {
-            **source.health(),
-            "devices": source.device_records(),
-            "active_alerts": await source.active_alerts(),
-        }
-
-    @app.get("/api/devices", response_model=list[Device])
-    async def devices() -> list[dict[str, Any]]:
-        return source.device_records()
-
-    @app.get("/api/alerts", response_model=list[AlertEvent])
-    async def alerts() -> list[dict[str, Any]]:
-        return await source.active_alerts()
-
-    @app.get("/api/readings", response_model=list[ReadingRecord])
-    async def readings(
-        limit: int = Query(50, ge=1, le=1000), device: str | None = Query(None, max_length=80)
-    ) -> list[dict[str, Any]]:
-        if device is not None and device not in {d["id"] for d in source.device_records()}:
-            raise HTTPException(status_code=404, detail=f"no device {device!r} is configured")
-        return await source.recent_readings(limit, device)
-
-    @app.get("/api/subjects", response_model=list[SubjectEntry])
-    async def subjects() -> list[dict[str, Any]]:
-        return source.subjects()
-
-    @app.get("/api/subjects/{code}/ledger", response_model=list[LedgerDay])
-    async def ledger(
-        code: Annotated[str, Path(pattern=CODE.pattern)],
-        first: Annotated[date, Query(alias="from")],
-        last: Annotated[date, Query(alias="to")],
-    ) -> list[dict[str, Any]]:
-        """The subject's ledger from `from` to `to` (local dates, at most 31 days): the
-        days completed as kept, the days in progress as they stand."""
-        try:
-            return await source.ledger(code, first, last)
-        except NotFound as exc:
-            raise HTTPException(status_code=404, detail=str(exc)) from None
-        except CareError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from None
+    @app.get("/api/docs", include_in_schema=False)
+    async def api_docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Bedside gateway API",
+            swagger_js_url="/api/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/api/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/api/docs/assets/favicon-32x32.png",
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from drivers.measurement import Measurement, Metric, Quality, Site
 from gateway.config import Config, parse_config
 from gateway.model import ClockState, Instant, Reading
 from gateway.rules.engine import RuleEngine
 from gateway.subjects import SubjectDirectory
+from gateway.web.auth import PasswordFile
+
+if TYPE_CHECKING:
+    from gateway.service import GatewayService
 
 T0 = datetime(2026, 11, 22, 8, 0, 0, tzinfo=UTC)
 
@@ -94,3 +102,32 @@ class Clocks:
 
     def monotonic(self) -> float:
         return self.mono
+
+
+#: The page's password in the tests.
+PASSWORD = "correct horse battery"
+
+
+@contextlib.asynccontextmanager
+async def signed_in(service: GatewayService, **client: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the service's page, signed in as a technician would be: the
+    password set (if it is not yet), the login form fetched and posted."""
+    passwords = PasswordFile(service.config.password_path)
+    if not passwords.is_set():
+        passwords.set(PASSWORD)
+    async with httpx.AsyncClient(base_url=service.web_url, **client) as web:
+        form = await web.get("/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+        assert token is not None, form.text
+        answer = await web.post(
+            "/login", data={"password": PASSWORD, "login_token": token[1], "next": "/"}
+        )
+        assert answer.status_code == 303, answer.text
+        yield web
+
+
+def form_token(page: str) -> str:
+    """The CSRF token of a signed-in page's forms."""
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token is not None, page
+    return token[1]

@@ -57,6 +57,28 @@ def test_a_good_config_loads_into_typed_sections(tmp_path: Path) -> None:
     assert config.bluetooth.watchdog_enabled and config.bluetooth.watchdog_silence_s == 300
 
 
+def test_the_page_defaults_to_no_tls_and_a_password_file_beside_the_store(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert config.password_path == tmp_path / "data" / "web-password"
+    assert not config.web.tls and config.web.allowed_hosts == ()
+    assert config.web.metrics_token_file is None
+    assert (config.web.session_idle_s, config.web.login_attempts) == (900, 5)
+    web = """[web]
+allowed_hosts = ["Gateway.River-Town.Example.", "pi-7"]
+tls_cert = "secret.txt"
+tls_key = "secret.txt"
+password_file = "page/password"
+metrics_token_file = "secret.txt"
+"""
+    config = load_config(write(tmp_path, GOOD.replace("[mqtt]", f"{web}\n[mqtt]")))
+    assert config.web.allowed_hosts == ("gateway.river-town.example", "pi-7")
+    assert config.web.tls and config.web.tls_key == tmp_path / "secret.txt"
+    assert config.password_path == tmp_path / "page" / "password"
+    assert config.web.metrics_token_file == tmp_path / "secret.txt"
+
+
 def test_the_example_config_in_the_repository_is_valid() -> None:
     load_config(Path(__file__).resolve().parents[2] / "examples" / "gateway.toml")
 
@@ -104,6 +126,32 @@ def test_the_example_config_in_the_repository_is_valid() -> None:
         ),
         (('kind = "hts"', 'kind = "plx"'), "devices[0].site: only hts devices have a site"),
         (("[gateway]", "[gatway]"), r"gatway: unknown key \(allowed: bluetooth, commands, devices"),
+        (
+            ("[mqtt]", "[web]\nallowed_hosts = ['gw.example:8080']\n[mqtt]"),
+            r"web.allowed_hosts\[0\]: 'gw.example:8080' is not a host name \(no port",
+        ),
+        (
+            ("[mqtt]", "[web]\nallowed_hosts = 'gw.example'\n[mqtt]"),
+            "web.allowed_hosts: must be an array$",
+        ),
+        (
+            ("[mqtt]", "[web]\ntls_cert = 'secret.txt'\n[mqtt]"),
+            r"web.tls_key: missing \(web.tls_cert is set: both or neither\)",
+        ),
+        (("[mqtt]", "[web]\ntls_key = 'secret.txt'\n[mqtt]"), "web.tls_key: set web.tls_cert too"),
+        (
+            ("[mqtt]", "[web]\ntls_cert = 'cert.pem'\ntls_key = 'secret.txt'\n[mqtt]"),
+            "web.tls_cert: cannot read .*cert.pem: No such file",
+        ),
+        (("[mqtt]", "[web]\nlogin_attempts = 0\n[mqtt]"), "web.login_attempts: must be at least 1"),
+        (
+            ("[mqtt]", "[web]\nsession_idle_s = 5\n[mqtt]"),
+            "web.session_idle_s: must be at least 60",
+        ),
+        (
+            ("[mqtt]", "[web]\nmetrics_token_file = 'token'\n[mqtt]"),
+            "web.metrics_token_file: cannot read .*token",
+        ),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_problem(

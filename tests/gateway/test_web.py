@@ -6,7 +6,6 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from drivers.listener import LinkState
@@ -17,7 +16,7 @@ from gateway.service import GatewayService
 from gateway.web.models import Status
 from tests.conftest import write_config
 from tests.contract import assert_exactly, contract_schema
-from tests.gateway.helpers import DEVICE, PORT_PATH, Clocks, until
+from tests.gateway.helpers import DEVICE, PORT_PATH, Clocks, signed_in, until
 
 
 @pytest.mark.asyncio
@@ -31,7 +30,7 @@ async def test_the_api_reports_health_devices_and_readings(
             PORT_PATH, [Measurement(Metric.SPO2, 91, frozenset({Quality.PROBE_OFF}))]
         )
         await until(lambda: service.uplink.health.delivered_readings == 1, what="delivered")
-        async with httpx.AsyncClient(base_url=service.web_url) as web:
+        async with signed_in(service) as web:
             status = (await web.get("/api/status")).json()
             assert status["gateway"] == "gw-test" and status["broker"]["state"] == "connected"
             assert status["clock"] in ("synced", "unsynced")
@@ -42,7 +41,7 @@ async def test_the_api_reports_health_devices_and_readings(
             assert readings[0]["value"] == 91 and readings[0]["delivered"] is True
             by_device = await web.get("/api/readings", params={"device": device["id"]})
             assert len(by_device.json()) == 1
-            page = await web.get("/")
+            page = await web.get("/", headers={"Accept-Language": "en"})
             assert page.status_code == 200 and "Bedside gateway" in page.text
             assert status["refused_packets"] == {"malformed": 0, "security": 0}
             assert_exactly(Status, status)
@@ -65,7 +64,7 @@ async def test_bad_requests_get_clear_errors(tmp_path: Path, mosquitto: Mosquitt
     service = GatewayService(load_config(write_config(tmp_path, mosquitto.port, devices=DEVICE)))
     await service.start()
     try:
-        async with httpx.AsyncClient(base_url=service.web_url) as web:
+        async with signed_in(service) as web:
             too_many = await web.get("/api/readings", params={"limit": 100000})
             assert too_many.status_code == 422
             assert too_many.json()["detail"][0]["loc"] == ["query", "limit"]
@@ -120,7 +119,7 @@ async def test_the_api_shows_subjects_and_the_ledger_of_a_day_in_progress(
     await service.start()
     try:
         day = {"from": "2026-11-22", "to": "2026-11-22"}
-        async with httpx.AsyncClient(base_url=service.web_url) as web:
+        async with signed_in(service) as web:
             await until(
                 lambda: service.ledger_book.day("bed-9", clocks.wall.date())["windows"], what="tick"
             )

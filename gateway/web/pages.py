@@ -1,0 +1,470 @@
+"""The technician's pages: the overview, a subject (grade, isolation, ledger, charts,
+alerts), a device (live values, unbind, replace), commissioning (nearby -> bind ->
+live test), and the live-update stream. Every change goes through the care service
+(`gateway/care.py`) with the `web` channel: validated, audited, applied without a
+restart. A refused form is shown again with a message in the page's language, and
+nothing is changed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import RedirectResponse
+from sse_starlette.sse import EventSourceResponse
+from starlette.datastructures import FormData
+
+from drivers.kinds import KINDS, Transport
+from drivers.measurement import Metric, Site
+from gateway.care import CareError, Channel, Conflict, Invalid, NotFound
+from gateway.config import CODE
+from gateway.model import DoorRole, RiskGrade
+from gateway.web import views
+from gateway.web.charts import ChartLabels, temperature_chart, vitals_chart
+from gateway.web.labels import N_
+from gateway.web.login import Gate
+from gateway.web.render import Renderer
+
+if TYPE_CHECKING:
+    from gateway.service import GatewayService
+
+#: How far back the vitals chart looks, and the temperature chart without an isolation.
+_VITALS_SPAN = timedelta(hours=1)
+_TEMPERATURE_SPAN = timedelta(days=14)
+_CHART_POINTS = 360
+
+
+class FormRefused(Exception):
+    """A form the care service (or the page) refused: the message id to show, its field."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def refusal(error: CareError) -> FormRefused:
+    """What to tell the technician, in their language, of a refused change: the field
+    it names (the care service's errors start with the key) and why, by kind."""
+    field = str(error).split(":", 1)[0] if isinstance(error, Invalid) else ""
+    if isinstance(error, Invalid):
+        return FormRefused(N_("This value is not accepted: %(field)s"), field)
+    if isinstance(error, Conflict):
+        return FormRefused(N_("Not saved: it is already so, or another device holds it"))
+    return FormRefused(N_("Not found: it may have been removed meanwhile"))
+
+
+def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRouter:
+    router = APIRouter()
+    live = service.live
+
+    def role_code(form: FormData, request: Request, *, required: bool = False) -> str | None:
+        """The role code the change is made under ('doctor-07'), remembered in the session
+        so the next form offers it."""
+        value = str(form.get("by", "")).strip()
+        if not value:
+            if required:
+                raise FormRefused(N_("A role code is needed"), "by")
+            return None
+        if not CODE.fullmatch(value):
+            raise FormRefused(N_("A role code is letters, digits, - _ . (never a name)"), "by")
+        request.state.session.role_code = value
+        return value
+
+    def context(request: Request, **values: Any) -> dict[str, Any]:
+        session = request.state.session
+        health = service.health()
+        light, reasons = views.traffic_light(health, datetime.now(UTC))
+        return {
+            "light": light,
+            "reasons": reasons,
+            "health": health,
+            "role_code": session.role_code or "",
+            **values,
+        }
+
+    async def subject_or_404(code: str) -> dict[str, Any]:
+        subject = next((s for s in service.subjects() if s["code"] == code), None)
+        if subject is None:
+            raise HTTPException(404, "subject")
+        return subject
+
+    def device_or_404(device_id: str) -> dict[str, Any]:
+        device = next((d for d in service.device_records() if d["id"] == device_id), None)
+        if device is None:
+            raise HTTPException(404, "device")
+        return device
+
+    @router.get("/")
+    async def overview(request: Request) -> Response:
+        return render.page(
+            request,
+            "overview.html",
+            context(
+                request,
+                alerts=await service.active_alerts(),
+                devices=service.device_records(),
+                subjects=service.subjects(),
+                isolations={
+                    s["code"]: views.isolation_view(s, render.zone, datetime.now(UTC))
+                    for s in service.subjects()
+                },
+            ),
+        )
+
+    # --- subjects -----------------------------------------------------------------
+
+    async def subject_page(
+        request: Request, code: str, *, error: FormRefused | None = None
+    ) -> Response:
+        subject = await subject_or_404(code)
+        now = datetime.now(UTC)
+        say = render.speech(request, now)
+        isolation = views.isolation_view(subject, render.zone, now)
+        first, last = views.ledger_range(render.zone, now)
+        ledger = await service.ledger(code, first, last)
+        charts = await _charts(service, render, request, code, subject, now)
+        return render.page(
+            request,
+            "subject.html",
+            context(
+                request,
+                subject=subject,
+                isolation=isolation,
+                ledger=list(reversed(ledger)),
+                alerts=views.for_subject(await service.active_alerts(), code),
+                devices=views.for_subject(service.device_records(), code),
+                grades=list(RiskGrade),
+                today=now.astimezone(render.zone).date().isoformat(),
+                charts=charts,
+                error=error,
+                say=say,
+            ),
+            status_code=422 if error else 200,
+        )
+
+    @router.get("/subjects/{code}")
+    async def subject(request: Request, code: str) -> Response:
+        return await subject_page(request, code)
+
+    async def change_subject(request: Request, code: str, action: str) -> Response:
+        form = await gate.checked_form(request)
+        await subject_or_404(code)
+        try:
+            by = role_code(form, request)
+            if action == "grade":
+                grade = str(form.get("risk_grade", ""))
+                if grade not in {g.value for g in RiskGrade}:
+                    raise FormRefused(N_("This value is not accepted: %(field)s"), "risk_grade")
+                await service.care.set_subject(code, risk_grade=grade, channel=Channel.WEB, by=by)
+            elif action == "start":
+                start, days = _isolation_fields(form, render)
+                await service.care.start_isolation(
+                    code, start=start, days=days, channel=Channel.WEB, by=by
+                )
+            else:
+                await service.care.end_isolation(code, channel=Channel.WEB, by=by)
+        except CareError as exc:
+            return await subject_page(request, code, error=refusal(exc))
+        except FormRefused as exc:
+            return await subject_page(request, code, error=exc)
+        return RedirectResponse(f"/subjects/{code}", status_code=303)
+
+    @router.post("/subjects/{code}/grade")
+    async def set_grade(request: Request, code: str) -> Response:
+        return await change_subject(request, code, "grade")
+
+    @router.post("/subjects/{code}/isolation/start")
+    async def start_isolation(request: Request, code: str) -> Response:
+        return await change_subject(request, code, "start")
+
+    @router.post("/subjects/{code}/isolation/end")
+    async def end_isolation(request: Request, code: str) -> Response:
+        return await change_subject(request, code, "end")
+
+    @router.post("/alerts/{alert_id}/ack")
+    async def acknowledge(request: Request, alert_id: str) -> Response:
+        form = await gate.checked_form(request)
+        back = str(form.get("back", "/"))
+        try:
+            by = role_code(form, request, required=True)
+            assert by is not None
+            await service.care.acknowledge(alert_id, by, channel=Channel.WEB)
+        except (CareError, FormRefused) as exc:
+            error = refusal(exc) if isinstance(exc, CareError) else exc
+            return render.page(
+                request,
+                "refused.html",
+                context(request, error=error, back=_local(back)),
+                status_code=404 if isinstance(exc, NotFound) else 422,
+            )
+        return RedirectResponse(_local(back), status_code=303)
+
+    # --- devices ------------------------------------------------------------------
+
+    @router.get("/devices/{device_id}")
+    async def device(request: Request, device_id: str) -> Response:
+        record = device_or_404(device_id)
+        return render.page(
+            request,
+            "device.html",
+            context(
+                request,
+                device=record,
+                readings=await service.recent_readings(10, device_id),
+            ),
+        )
+
+    @router.get("/devices/{device_id}/test")
+    async def device_test(request: Request, device_id: str) -> Response:
+        """The live test view after binding: the first readings as they arrive."""
+        record = device_or_404(device_id)
+        return render.page(
+            request,
+            "device_test.html",
+            context(
+                request,
+                device=record,
+                readings=await service.recent_readings(10, device_id),
+            ),
+        )
+
+    @router.post("/devices/{device_id}/unbind")
+    async def unbind(request: Request, device_id: str) -> Response:
+        form = await gate.checked_form(request)
+        device_or_404(device_id)
+        try:
+            by = role_code(form, request)
+            await service.care.unbind_device(device_id, channel=Channel.WEB, by=by)
+        except (CareError, FormRefused) as exc:
+            error = refusal(exc) if isinstance(exc, CareError) else exc
+            return render.page(
+                request,
+                "refused.html",
+                context(request, error=error, back=f"/devices/{device_id}"),
+                status_code=422,
+            )
+        return RedirectResponse("/", status_code=303)
+
+    # --- commissioning --------------------------------------------------------------
+
+    async def nearby_page(request: Request, template: str, **values: Any) -> Response:
+        await service.sessions.discover()
+        return render.page(
+            request,
+            template,
+            context(
+                request,
+                nearby=service.commissioning.nearby(),
+                bluetooth=service.sessions.adapter_health(),
+                **values,
+            ),
+        )
+
+    @router.get("/commission")
+    async def commission(request: Request) -> Response:
+        return await nearby_page(request, "commission.html")
+
+    @router.get("/devices/{device_id}/replace")
+    async def replace_choice(request: Request, device_id: str) -> Response:
+        return await nearby_page(request, "commission.html", replacing=device_or_404(device_id))
+
+    async def bind_page(
+        request: Request,
+        address: str,
+        *,
+        replacing: dict[str, Any] | None = None,
+        error: FormRefused | None = None,
+        form: FormData | None = None,
+    ) -> Response:
+        await service.sessions.discover()
+        candidate = next(
+            (c for c in service.commissioning.nearby() if c.address == address.upper()), None
+        )
+        if candidate is None:
+            raise HTTPException(404, "nearby")
+        return render.page(
+            request,
+            "bind.html",
+            context(
+                request,
+                candidate=candidate,
+                kinds=KINDS,
+                key_use=KINDS[candidate.kind].key.value,
+                door=KINDS[candidate.kind].transport is Transport.ADVERT,
+                subjects=service.subjects(),
+                sites=list(Site),
+                roles=list(DoorRole),
+                replacing=replacing,
+                error=error,
+                form=form or {},
+            ),
+            status_code=422 if error else 200,
+        )
+
+    @router.get("/commission/{address}")
+    async def bind_form(request: Request, address: str) -> Response:
+        return await bind_page(request, address)
+
+    @router.get("/devices/{device_id}/replace/{address}")
+    async def replace_form(request: Request, device_id: str, address: str) -> Response:
+        return await bind_page(request, address, replacing=device_or_404(device_id))
+
+    async def bind_posted(
+        request: Request, address: str, replacing: dict[str, Any] | None
+    ) -> Response:
+        form = await gate.checked_form(request)
+        try:
+            by = role_code(form, request)
+            fields = _device_fields(form, address, replacing)
+            if replacing is not None:
+                record = await service.commissioning.replace(replacing["id"], fields, by=by)
+            else:
+                record = await service.commissioning.bind(fields, by=by)
+        except CareError as exc:
+            return await bind_page(
+                request, address, replacing=replacing, error=refusal(exc), form=form
+            )
+        except FormRefused as exc:
+            return await bind_page(request, address, replacing=replacing, error=exc, form=form)
+        return RedirectResponse(f"/devices/{record['id']}/test", status_code=303)
+
+    @router.post("/commission/{address}")
+    async def bind(request: Request, address: str) -> Response:
+        return await bind_posted(request, address, None)
+
+    @router.post("/devices/{device_id}/replace/{address}")
+    async def replace(request: Request, device_id: str, address: str) -> Response:
+        return await bind_posted(request, address, device_or_404(device_id))
+
+    # --- live updates ----------------------------------------------------------------
+
+    @router.get("/events")
+    async def events(request: Request) -> EventSourceResponse:
+        """Server-sent events: `changed` with the topics that moved (see live.py)."""
+
+        async def stream() -> AsyncIterator[dict[str, str]]:
+            yield {"event": "hello", "data": "{}"}
+            async for topics in live.changes():
+                if await request.is_disconnected():
+                    return
+                yield {"event": "changed", "data": " ".join(topics)}
+
+        return EventSourceResponse(stream(), ping=15)
+
+    return router
+
+
+def _local(target: str) -> str:
+    from gateway.web.login import local_path
+
+    return local_path(target)
+
+
+def _isolation_fields(form: FormData, render: Renderer) -> tuple[datetime | None, int]:
+    """The start (a local date, taken at the current time of day for today) and days."""
+    try:
+        days = int(str(form.get("days", "14")))
+    except ValueError:
+        raise FormRefused(N_("This value is not accepted: %(field)s"), "isolation_days") from None
+    text = str(form.get("start", "")).strip()
+    if not text:
+        return None, days
+    try:
+        start = date.fromisoformat(text)
+    except ValueError:
+        raise FormRefused(N_("This value is not accepted: %(field)s"), "isolation_start") from None
+    today = datetime.now(UTC).astimezone(render.zone).date()
+    if start == today:
+        return None, days
+    return datetime(start.year, start.month, start.day, tzinfo=render.zone), days
+
+
+def _device_fields(
+    form: FormData, address: str, replacing: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One `[[devices]]` entry from the bind form (checked by the care service)."""
+    kind = str(form.get("kind", ""))
+    if kind not in KINDS:
+        raise FormRefused(N_("This value is not accepted: %(field)s"), "kind")
+    fields: dict[str, Any] = {"kind": kind, "address": address.upper()}
+    subject = str(form.get("subject") or form.get("new_subject") or "").strip()
+    if replacing is not None:
+        subject = subject or (replacing.get("subject") or "")
+    if subject:
+        fields["subject"] = subject
+    for key in ("site", "role", "key"):
+        value = str(form.get(key, "")).strip()
+        if value:
+            fields[key] = value
+    return fields
+
+
+async def _charts(
+    service: GatewayService,
+    render: Renderer,
+    request: Request,
+    code: str,
+    subject: dict[str, Any],
+    now: datetime,
+) -> dict[str, str]:
+    """The subject page's two pictures, as inline SVG."""
+
+    def _(message: str) -> str:
+        return render.translate(request, message)
+
+    vitals_start = now - _VITALS_SPAN
+    vitals = await service.store.call(
+        service.store.store.subject_series,
+        code,
+        [Metric.SPO2.value, Metric.PULSE_RATE.value],
+        vitals_start,
+        now,
+        _CHART_POINTS,
+    )
+    isolation = subject.get("isolation")
+    if isolation:
+        start = datetime.fromisoformat(isolation["start"])
+        end = min(datetime.fromisoformat(isolation["end"]), now)
+    else:
+        start, end = now - _TEMPERATURE_SPAN, now
+    temperatures = await service.store.call(
+        service.store.store.subject_series,
+        code,
+        [Metric.BODY_TEMPERATURE.value],
+        start,
+        now,
+        _CHART_POINTS,
+    )
+    fever_line = service.directory.params("fever", code, service.config.rules.fever).lines[
+        Site.AXILLARY
+    ]
+    return {
+        "vitals": vitals_chart(
+            [(datetime.fromisoformat(at), metric, value) for at, metric, value, _site in vitals],
+            start=vitals_start,
+            end=now,
+            tz=render.zone,
+            labels=ChartLabels(
+                title=_(N_("SpO2 and pulse, last hour")),
+                no_data=_(N_("No reading in the last hour")),
+                spo2=_(N_("SpO2 %")),
+                pulse=_(N_("Pulse /min")),
+            ),
+        ),
+        "temperature": temperature_chart(
+            [(datetime.fromisoformat(at), value) for at, _metric, value, _site in temperatures],
+            start=start,
+            end=max(end, now),
+            tz=render.zone,
+            fever_line=fever_line,
+            labels=ChartLabels(
+                title=_(N_("Temperature")),
+                no_data=_(N_("No temperature yet")),
+                temperature=_(N_("Temperature °C")),
+                fever_line=_(N_("Fever line %(line)s °C")) % {"line": fever_line},
+            ),
+        ),
+    }

@@ -1,0 +1,86 @@
+"""Pages rendered on the gateway: Jinja2 templates (`templates/`), one environment per
+language with its catalogue installed, every value escaped. A request sent by the
+page's own script for a live update (`X-Fragment: 1`) gets the same page; the script
+takes the parts it shows (`data-live`) from it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, tzinfo
+from functools import cache
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from gateway.web import labels, views
+from gateway.web.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, Speech, negotiate, translations
+
+
+@cache
+def _environment(locale: str) -> Environment:
+    env = Environment(
+        loader=PackageLoader("gateway.web", "templates"),
+        autoescape=select_autoescape(default=True),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["bars"] = views.signal_bars
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def request_locale(request: Request) -> str:
+    return negotiate(request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language"))
+
+
+class Renderer:
+    """Renders a template for a request, in its language and the gateway's zone."""
+
+    def __init__(self, zone: tzinfo, gateway_id: str, *, secure: bool) -> None:
+        self.zone = zone
+        self.gateway_id = gateway_id
+        self.secure = secure
+
+    def speech(self, request: Request, now: datetime | None = None) -> Speech:
+        return Speech(request_locale(request), self.zone, now or datetime.now(UTC))
+
+    def page(
+        self,
+        request: Request,
+        template: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> HTMLResponse:
+        locale = request_locale(request)
+        session = getattr(request.state, "session", None)
+        html = (
+            _environment(locale)
+            .get_template(template)
+            .render(
+                {
+                    "request": request,
+                    "path": request.url.path,
+                    "locale": locale,
+                    "html_lang": locale.replace("_", "-"),
+                    "languages": LANGUAGE_NAMES,
+                    "labels": labels,
+                    "say": Speech(locale, self.zone, datetime.now(UTC)),
+                    "gateway_id": self.gateway_id,
+                    "csrf": session.csrf if session is not None else "",
+                    "signed_in": session is not None,
+                    **(context or {}),
+                }
+            )
+        )
+        response = HTMLResponse(html, status_code=status_code, headers=dict(headers or {}))
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Language"] = locale.replace("_", "-")
+        return response
+
+    def translate(self, request: Request, message: str) -> str:
+        return translations(request_locale(request)).gettext(message)

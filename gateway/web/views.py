@@ -1,0 +1,109 @@
+"""What the pages show, worked out from the service's state: pure functions of the
+payloads the service already publishes (so the page and the township see the same
+facts), kept apart from the routes so they are tested without a browser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from enum import StrEnum
+from typing import Any
+
+from drivers.listener import AdapterState
+from gateway.web.labels import N_
+
+#: Readings still undelivered after this long turn the light yellow (an outage may be
+#: brief); a broker away this long, red.
+_WAITING_S = 60.0
+
+
+class Light(StrEnum):
+    GREEN = "green"
+    YELLOW = "yellow"
+    RED = "red"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One line under the traffic light: a message id, and its values."""
+
+    message: str
+    values: dict[str, Any]
+
+
+def traffic_light(health: dict[str, Any], now: datetime) -> tuple[Light, list[Reason]]:
+    """Green: collecting, storing and delivering. Yellow: working, but readings wait or
+    the clock is unsure. Red: a part is down or the broker is unreachable."""
+    red: list[Reason] = []
+    yellow: list[Reason] = []
+    broker, queue = health["broker"], health["queue"]
+    for fault in health["faults"]:
+        red.append(Reason(N_("Not working: %(part)s"), {"part": fault["part"]}))
+    if broker["state"] != "connected":
+        red.append(Reason(N_("The township's server cannot be reached"), {}))
+    oldest = queue["oldest_undelivered_at"]
+    waiting_s = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
+    if queue["undelivered"] and waiting_s >= _WAITING_S:
+        yellow.append(
+            Reason(
+                N_("%(n)s readings wait to be sent"),
+                {"n": queue["undelivered"], "since": oldest},
+            )
+        )
+    if health["clock"] == "unsynced":
+        yellow.append(Reason(N_("The clock is not synchronised"), {}))
+    if health["bluetooth"]["state"] == AdapterState.UNAVAILABLE.value:
+        red.append(Reason(N_("The Bluetooth adapter is unavailable"), {}))
+    if red:
+        return Light.RED, red + yellow
+    if yellow:
+        return Light.YELLOW, yellow
+    return Light.GREEN, [Reason(N_("All working: readings reach the township"), {})]
+
+
+@dataclass(frozen=True, slots=True)
+class IsolationView:
+    start: date
+    end: date
+    day: int  # day n of the isolation today (1: its first date)
+    days: int
+    days_left: int
+    isolated: bool
+    ended_early: bool
+
+
+def isolation_view(subject: dict[str, Any], zone: tzinfo, now: datetime) -> IsolationView | None:
+    """The subject's latest isolation in local dates, or None when it never had one."""
+    isolation = subject.get("isolation")
+    if not isolation:
+        return None
+    start = datetime.fromisoformat(isolation["start"]).astimezone(zone)
+    end = datetime.fromisoformat(isolation["end"]).astimezone(zone)
+    today = now.astimezone(zone).date()
+    day = (today - start.date()).days + 1
+    return IsolationView(
+        start=start.date(),
+        end=end.date(),
+        day=max(1, min(day, isolation["days"])),
+        days=isolation["days"],
+        days_left=max(0, (end.date() - today).days),
+        isolated=bool(subject.get("isolated")),
+        ended_early=bool(isolation["ended_early"]),
+    )
+
+
+def ledger_range(zone: tzinfo, now: datetime, days: int = 14) -> tuple[date, date]:
+    """The dates the subject page's ledger shows: the last `days`, today included."""
+    today = now.astimezone(zone).date()
+    return today - timedelta(days=days - 1), today
+
+
+def signal_bars(rssi: int | None) -> int:
+    """0-4 bars for a signal strength in dBm, as phones draw them."""
+    if rssi is None:
+        return 0
+    return sum(rssi >= edge for edge in (-90, -80, -70, -60))
+
+
+def for_subject(items: list[dict[str, Any]], code: str) -> list[dict[str, Any]]:
+    return [item for item in items if item.get("subject") == code]
