@@ -356,6 +356,13 @@ def kinds_of(transport: Transport) -> tuple[str, ...]:
     return tuple(name for name, kind in KINDS.items() if kind.transport is transport)
 
 
+def shown_name(name: str | None, kind: str | None, *, bound: bool) -> str | None:
+    """A device's advertised name as a list of devices in range shows it: only for a
+    device the gateway can read (`kind`, its guess) or has bound. Phones and earbuds are
+    often named after their owners, and such a list on a ward must not list people."""
+    return name if kind is not None or bound else None
+
+
 def classify_advertisement(
     name: str | None, service_uuids: Sequence[str], service_data: Mapping[str, bytes]
 ) -> str | None:

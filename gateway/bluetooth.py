@@ -20,12 +20,18 @@ the others (taking turns for the connection slots) and starts at once if the ada
 is up, else when it opens; a door sensor joins the one advertisement listener (the
 first one starts it). A device removed has its session stopped and its slot freed.
 
+Devices nearby are listened for on demand (`discover`, for commissioning): the one
+advertisement listener (built if no door sensor is bound) scans actively until the
+time asked after the last call, then goes back to its own mode, or stops if it has no
+sensor to read. The sessions of the devices bound go on as they were.
+
 Imported only when a Bluetooth device is configured: it loads bleak and bumble.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -33,7 +39,7 @@ from typing import Any
 
 from drivers.backoff import Backoff
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
-from drivers.ble.advert_listener import AdvertListener
+from drivers.ble.advert_listener import AdvertListener, ServiceData
 from drivers.ble.cancel import cancel_until_done
 from drivers.ble.session import GattSession
 from drivers.ble.watchdog import AdapterWatchdog
@@ -84,6 +90,11 @@ class BluetoothSessions:
         self._task: asyncio.Task[None] | None = None
         #: The adapter is open and its sessions started (until it is closed).
         self._serving = False
+        #: Nearby devices are listened for until then (time.monotonic()); each call of
+        #: `discover` moves it and tells the task that ends the discovery.
+        self._discover_until = 0.0
+        self._discovery_moved = asyncio.Event()
+        self._discovery: asyncio.Task[None] | None = None
 
     async def start(self, devices: Sequence[tuple[DeviceConfig, DeviceKind]], fail: Fail) -> None:
         """Build the sessions of `devices` (Bluetooth kinds only), open the adapter once
@@ -113,6 +124,8 @@ class BluetoothSessions:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_until_done(task)
+        discovery, self._discovery = self._discovery, None
+        await cancel_until_done(discovery)
         await self._close()
 
     async def add(self, device: DeviceConfig, kind: DeviceKind, fail: Fail) -> None:
@@ -153,6 +166,43 @@ class BluetoothSessions:
             health.update(watchdog)
         return health
 
+    async def discover(self, for_s: float) -> str:
+        """Listen for the devices nearby, actively, until `for_s` after this call (the
+        last call counts). Returns why they cannot be heard now, '' while they are."""
+        self._discover_until = time.monotonic() + for_s
+        self._discovery_moved.set()
+        if self._adapter is None:  # an adapter spec no stack takes
+            return self.error
+        if self._adverts is None:
+            self._adverts = AdvertListener(self._adapter, self._feed(links=False), {})
+        if self._discovery is None:
+            self._discovery = asyncio.create_task(self._end_discovery(), name="discovery")
+        try:
+            async with asyncio.timeout(_OPEN_TIMEOUT_S):
+                await self._adverts.set_discovering(True)
+                if not self._serving:
+                    return self.error or f"Bluetooth adapter {self.state.value}"
+                await self._adverts.start()
+        except Exception as error:  # the watchdog's rescan, or the next opening, tries again
+            log.error("bluetooth adapter cannot scan", extra={"error": _describe(error)})
+            return f"cannot scan: {_describe(error)}"
+        return ""
+
+    async def _end_discovery(self) -> None:
+        """Once the last discovery asked for is over: the listener back to its mode."""
+        while (left := self._discover_until - time.monotonic()) > 0:
+            self._discovery_moved.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._discovery_moved.wait()
+        self._discovery = None
+        if self._adverts is not None:
+            await _quietly(self._adverts.set_discovering(False), "ending the discovery")
+
+    def service_data(self, address: str) -> ServiceData | None:
+        """The last service data heard from an advertisement-only device."""
+        return None if self._adverts is None else self._adverts.service_data(address)
+
     def discovered(self, bound: Iterable[str]) -> list[dict[str, Any]]:
         """Sensors heard advertising that are not among the `bound` addresses:
         candidates for pairing. They never give readings."""
@@ -185,18 +235,20 @@ class BluetoothSessions:
 
     async def _add_advert(self, adapter: BleAdapter, device: DeviceConfig, fail: Fail) -> None:
         """A door sensor bound while running: decoded by the listener from its next
-        advertisement; the first one builds the listener and starts it if the adapter
+        advertisement; the first one builds the listener, which starts if the adapter
         is up (else it starts when the adapter opens)."""
-        if self._adverts is not None:
+        if self._adverts is None:
+            self._listen(adapter, [device], fail)
+            if self._adverts is None:
+                return
+        else:
             try:
                 self._adverts.bind(device.address, device.kind, device.key)
             except ValueError as error:
                 fail(device, f"session not built: {error}")
                 return
             self._addresses.append(device.address)
-            return
-        self._listen(adapter, [device], fail)
-        if self._adverts is None or not self._serving:
+        if not self._serving:
             return
         try:
             async with asyncio.timeout(_OPEN_TIMEOUT_S):
@@ -270,7 +322,7 @@ class BluetoothSessions:
             await _quietly(adapter.stop(), "closing the adapter")
             self._unavailable(_describe(error))
             return False
-        if self._adverts is not None:
+        if self._adverts is not None and self._adverts.wanted:
             try:
                 async with asyncio.timeout(_OPEN_TIMEOUT_S):
                     await self._adverts.start()
@@ -333,7 +385,7 @@ class BluetoothSessions:
         step as failed and takes the next."""
         for session in list(self._gatt):
             await session.start()
-        if self._adverts is not None:
+        if self._adverts is not None and self._adverts.wanted:
             await self._adverts.start()
 
     async def _restart_scanning(self) -> None:

@@ -9,11 +9,12 @@ and the device registry, and is republished (`subjects`, `devices`). Subjects an
 bindings are seeded from the configuration at first start; after that the store's copy
 is the one that counts, and a configuration that says otherwise is logged, not applied.
 
-Devices are bound and unbound at run time too (`bind_device`, `unbind_device`): served
-or stopped at once, and kept so across a restart. A device bound at run time has its
-whole `[[devices]]` entry in its binding record (key included: the store is the
-gateway's own, like the configuration file), so it is served again after a restart
-though the configuration does not name it; a configured device unbound stays unbound.
+Devices are bound and unbound at run time too (`bind_device`, `unbind_device`, and
+`replace_device`, both in one step): served or stopped at once, and kept so across a
+restart. A device bound at run time has its whole `[[devices]]` entry in its binding
+record (key included: the store is the gateway's own, like the configuration file), so
+it is served again after a restart though the configuration does not name it; a
+configured device unbound stays unbound.
 """
 
 from __future__ import annotations
@@ -370,26 +371,68 @@ class CareService:
         `Conflict` when it is bound already (or another device has its address)."""
         by = _role_code(by)
         if not isinstance(device, DeviceConfig):
-            device = _validated_device(device)
+            device = validated_device(device)
         async with self._binding:
-            return await self._bind_device(device, channel, by)
+            self._check_free(device)
+            binding, record, audit = self._created(device, channel, by)
+            await self._store.call(self._store.store.save_care_change, [], [record], [audit])
+            return await self._put_bound(device, binding, channel)
 
-    async def _bind_device(
-        self, device: DeviceConfig, channel: Channel, by: str | None
+    async def replace_device(
+        self,
+        old: str,
+        device: DeviceConfig | Mapping[str, Any],
+        *,
+        channel: Channel,
+        by: str | None = None,
     ) -> dict[str, Any]:
-        if self._directory.binding(device.device_id) is not None:
+        """Bind a device in the place of device `old`, which is unbound: both saved and
+        audited (`binding.removed`, `binding.created`) in one transaction, so a refused
+        replacement leaves `old` bound, and the new device may have the old one's
+        address (another kind, or the same device with a new key). Whom it measures is
+        the caller's to give. Returns its record as in `devices`. Raises `NotFound` for
+        `old`, and `Invalid` and `Conflict` as `bind_device` does."""
+        by = _role_code(by)
+        if not isinstance(device, DeviceConfig):
+            device = validated_device(device)
+        async with self._binding:
+            removed, removal = self._removed(old, channel, by)
+            self._check_free(device, replacing=old)
+            binding, record, creation = self._created(device, channel, by)
+            records = [record] if binding.device == old else [removed, record]
+            await self._store.call(
+                self._store.store.save_care_change, [], records, [removal, creation]
+            )
+            await self._forget(old)
+            log.info("device unbound", extra={"device": old, "channel": channel.value})
+            return await self._put_bound(device, binding, channel)
+
+    def _check_free(self, device: DeviceConfig, *, replacing: str | None = None) -> None:
+        """Raises `Conflict` when the device, or another at its address, is bound (but
+        the one it replaces)."""
+        bound = self._directory.binding(device.device_id)
+        if bound is not None and device.device_id != replacing:
             raise Conflict(f"{device.device_id} is bound already")
         held = self._devices.get(device.address)
-        if held is not None:
+        if held is not None and held.id != replacing:
             raise Conflict(f"{device.address} is device {held.id}")
+
+    def _created(
+        self, device: DeviceConfig, channel: Channel, by: str | None
+    ) -> tuple[Binding, dict[str, Any], tuple[str, dict[str, Any]]]:
+        """A new binding, its record and its audit entry."""
         binding = binding_from_config(device)
         record = _binding_record(binding, device)
-        await self._store.call(
-            self._store.store.save_care_change,
-            [],
-            [record],
-            [("binding.created", _entry(binding.device, None, _masked(record), channel, by))],
+        return (
+            binding,
+            record,
+            ("binding.created", _entry(binding.device, None, _masked(record), channel, by)),
         )
+
+    async def _put_bound(
+        self, device: DeviceConfig, binding: Binding, channel: Channel
+    ) -> dict[str, Any]:
+        """A binding saved takes effect: in the rules' bindings, served, republished."""
         self._directory.put_binding(binding)
         await self._serve(device)
         self._on_changed()
@@ -409,21 +452,23 @@ class CareService:
             return await self._unbind_device(device, channel, by)
 
     async def _unbind_device(self, device: str, channel: Channel, by: str | None) -> dict[str, Any]:
+        record, audit = self._removed(device, channel, by)
+        await self._store.call(self._store.store.save_care_change, [], [record], [audit])
+        await self._forget(device)
+        self._on_changed()
+        log.info("device unbound", extra={"device": device, "channel": channel.value})
+        return {"device": device}
+
+    def _removed(
+        self, device: str, channel: Channel, by: str | None
+    ) -> tuple[dict[str, Any], tuple[str, dict[str, Any]]]:
+        """The record of a device unbound and its audit entry. Raises `NotFound`."""
         old = self._directory.binding(device)
         if old is None:
             raise NotFound(f"no device {device}")
         old_record = _binding_record(old, self._entries.get(device))
         record = {"device": device, "kind": old.kind, "subject": None, "removed": True}
-        await self._store.call(
-            self._store.store.save_care_change,
-            [],
-            [record],
-            [("binding.removed", _entry(device, _masked(old_record), record, channel, by))],
-        )
-        await self._forget(device)
-        self._on_changed()
-        log.info("device unbound", extra={"device": device, "channel": channel.value})
-        return {"device": device}
+        return record, ("binding.removed", _entry(device, _masked(old_record), record, channel, by))
 
     async def acknowledge(self, alert_id: str, by: str, *, channel: Channel) -> dict[str, Any]:
         """Someone with role code `by` has seen an open alert: it stays open, marked
@@ -517,7 +562,7 @@ class CareService:
         if entry is None:
             return None
         try:
-            return _validated_device({**entry, "subject": record.get("subject")})
+            return validated_device({**entry, "subject": record.get("subject")})
         except Invalid as exc:
             log.error(
                 "stored device binding not served",
@@ -560,7 +605,7 @@ def _validated_subject(fields: dict[str, Any]) -> SubjectConfig:
         raise Invalid(describe_errors(exc.errors(), SubjectConfig)) from None
 
 
-def _validated_device(fields: Mapping[str, Any]) -> DeviceConfig:
+def validated_device(fields: Mapping[str, Any]) -> DeviceConfig:
     """Checked as a `[[devices]]` table is; `Invalid` names the key (never the value:
     it may be a key)."""
     try:

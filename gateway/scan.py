@@ -24,7 +24,7 @@ from bleak.exc import BleakError
 from bumble.core import BaseBumbleError
 
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
-from drivers.kinds import classify_advertisement
+from drivers.kinds import classify_advertisement, shown_name
 from gateway.config import DeviceConfig, load_config
 
 #: Opening an adapter and starting a scan take well under this; past it the adapter hangs.
@@ -73,7 +73,7 @@ def nearby_rows(heard: dict[str, Heard], bound: Iterable[DeviceConfig]) -> list[
             {
                 "kind": kind,
                 "address": address,
-                "name": name if kind is not None or binding is not None else None,
+                "name": shown_name(name, kind, bound=binding is not None),
                 "rssi": heard_from.rssi,
                 "bound": binding is not None,
                 "device": binding.device_id if binding else None,

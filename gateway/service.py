@@ -28,6 +28,7 @@ from gateway.care import CareService
 from gateway.clock import ClockWatch, kernel_clock_state
 from gateway.clock_correction import ClockCorrection, kernel_boot_id
 from gateway.commands import CommandProcessor
+from gateway.commissioning import Commissioning
 from gateway.config import Config, ConfigError
 from gateway.devices import DeviceRegistry
 from gateway.ledger import LedgerBook
@@ -170,6 +171,7 @@ class GatewayService:
             on_changed=self._care_changed,
             now=now,
         )
+        self.commissioning = Commissioning(self.sessions, self.care, self.directory)
         #: The rules' timers as last saved (JSON text), so an unchanged state is not
         #: written again.
         self._saved_rule_state = ""

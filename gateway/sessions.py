@@ -10,11 +10,13 @@ costs the Bluetooth devices only, until it appears.
 
 Devices are added and removed while the gateway runs (`add`, `remove`: a binding made
 or undone through the care service), without a restart; the Bluetooth code is loaded
-when the first Bluetooth device arrives, at start or later.
+when the first Bluetooth device arrives, at start or later, or when the devices nearby
+are first listened for (`discover`, for commissioning a gateway with nothing bound yet).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +27,7 @@ from gateway.config import Config, DeviceConfig
 from gateway.devices import DeviceExists, UnknownDevice
 
 if TYPE_CHECKING:
+    from drivers.ble.advert_listener import ServiceData
     from drivers.serial.protocol import SerialProtocol
     from gateway.bluetooth import BluetoothSessions
 
@@ -50,6 +53,10 @@ class DeviceSessions:
         self._bluetooth: BluetoothSessions | None = None
         if any(KINDS[d.kind].bluetooth for d in config.devices if d.kind in KINDS):
             self._bluetooth_side()  # `status` says "starting" until the sessions start
+        #: Held while the Bluetooth side starts or takes a device: a binding and a
+        #: discovery arriving together never start it twice, nor add to it half-started.
+        self._bluetooth_lock = asyncio.Lock()
+        self._bluetooth_started = False
         self._started = False
 
     async def start(self) -> None:
@@ -63,7 +70,8 @@ class DeviceSessions:
         ]
         bluetooth = [(d, k) for d, k in served if k.bluetooth]
         if bluetooth:
-            await self._bluetooth_side().start(bluetooth, self._fail)
+            async with self._bluetooth_lock:
+                await self._start_bluetooth(bluetooth)
         for device, kind in served:
             if not kind.bluetooth:
                 await self._start_serial(device, kind)
@@ -75,6 +83,7 @@ class DeviceSessions:
         self._sessions.clear()
         if self._bluetooth is not None:
             await self._bluetooth.stop()
+            self._bluetooth_started = False
 
     async def add(self, device: DeviceConfig) -> None:
         """Serve one more device, at once if running (else from `start`). Raises
@@ -90,10 +99,12 @@ class DeviceSessions:
             return
         if not kind.bluetooth:
             await self._start_serial(device, kind)
-        elif self._bluetooth is None:
-            await self._bluetooth_side().start([(device, kind)], self._fail)
-        else:
-            await self._bluetooth.add(device, kind, self._fail)
+            return
+        async with self._bluetooth_lock:
+            if self._bluetooth_started:
+                await self._bluetooth_side().add(device, kind, self._fail)
+            else:
+                await self._start_bluetooth([(device, kind)])
 
     async def remove(self, device_id: str) -> None:
         """Stop serving a device: its session stopped (its connection slot freed).
@@ -119,12 +130,35 @@ class DeviceSessions:
             return []
         return self._bluetooth.discovered(d.address for d in self._devices.values())
 
+    async def discover(self, for_s: float = 120.0) -> str:
+        """Listen for the Bluetooth devices nearby (`discovered`) until `for_s` after the
+        last call: the page calls it while its commissioning screen is open. Brings the
+        Bluetooth side up if no Bluetooth device is bound (the adapter then stays kept,
+        as after a binding). Returns why nearby devices cannot be heard now (the
+        adapter's error, as `adapter_health` says it), '' while they are."""
+        if not self._started:
+            return "the gateway is not running"
+        async with self._bluetooth_lock:
+            if not self._bluetooth_started:
+                await self._start_bluetooth([])
+        return await self._bluetooth_side().discover(for_s)
+
+    def service_data(self, address: str) -> ServiceData | None:
+        """The last service data heard from an advertisement-only device (bound or not),
+        to try a key on; None when none was heard."""
+        return None if self._bluetooth is None else self._bluetooth.service_data(address)
+
     def adapter_health(self) -> dict[str, Any]:
         """The Bluetooth adapter's state and why, and the watchdog's figures."""
         if self._bluetooth is None:
             state = AdapterState.NOT_USED
             return {"adapter": self._config.bluetooth.adapter, "state": state.value, "error": ""}
         return self._bluetooth.health()
+
+    async def _start_bluetooth(self, devices: list[tuple[DeviceConfig, DeviceKind]]) -> None:
+        """Start the Bluetooth side with `devices` (under `_bluetooth_lock`)."""
+        await self._bluetooth_side().start(devices, self._fail)
+        self._bluetooth_started = True
 
     def _bluetooth_side(self) -> BluetoothSessions:
         if self._bluetooth is None:

@@ -33,6 +33,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlite_utils
 
+from drivers.measurement import ALERTABLE_FLAGS
 from gateway.model import Alert, AlertState, Reading
 from gateway.store_failover import Taken, take_over, write_back
 from gateway.store_faults import CorruptStore, StorageUnavailable, StoreFault, classify
@@ -107,8 +108,23 @@ def _v3(db: sqlite_utils.Database) -> None:
     )
 
 
+#: A reading's subject, as the index `readings_by_subject` holds it (a query must say it
+#: in exactly these words to use the index). `json_valid` first: a payload SQLite's JSON
+#: cannot parse (Python writes NaN, SQLite 3.40 refuses it) gets no subject rather than
+#: an error, so a reading's commit never fails because of the charts' index.
+_SUBJECT = "(CASE WHEN json_valid(payload) THEN json_extract(payload, '$.subject') END)"
+
+
+def _v4(db: sqlite_utils.Database) -> None:
+    """A subject's readings of a metric in time order, for the page's charts: without
+    it every chart reads the whole table (60 ms per 130,000 readings on a desktop, and a
+    512 MB store holds 1.7 M). About 50 bytes per reading; built once over the readings
+    kept (3 s per million on a desktop)."""
+    db.execute(f"CREATE INDEX readings_by_subject ON readings({_SUBJECT}, metric, received_at)")
+
+
 #: Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4)
 
 
 @dataclass(frozen=True)
@@ -301,6 +317,44 @@ class Store:
             {**json.loads(payload), "delivered": bool(delivered)}
             for payload, delivered in self._conn.execute(sql, args)
         ]
+
+    def subject_series(
+        self, subject: str, metrics: Sequence[str], since: datetime, until: datetime, limit: int
+    ) -> list[tuple[str, str, float, str | None]]:
+        """The subject's readings of `metrics` received in [`since`, `until`), oldest
+        first, as (received_at, metric, value, site), for the page's charts.
+
+        Only values fit for a clinical judgement (`Measurement.alertable`): a reading
+        flagged probe off, poor signal, device fault... is left out, so a stretch of
+        them shows as a gap. When more than `limit` match, each metric (and site) is
+        reduced to the mean of each of `limit` equal time buckets, at the mean time of
+        its readings: at most `limit` points per series whatever the rate (an hour at
+        1 Hz with `limit` 360: 10 s buckets, in which a dip the rules would alert on,
+        sustained for 10 s or more, stays visible)."""
+        if not metrics or until <= since or limit < 1:
+            return []
+        drawn = sorted(ALERTABLE_FLAGS)
+        where = (
+            f" FROM readings WHERE {_SUBJECT} = ? AND metric IN ({', '.join('?' * len(metrics))})"
+            " AND received_at >= ? AND received_at < ? AND NOT EXISTS (SELECT 1 FROM"
+            f" json_each(payload, '$.quality') WHERE value NOT IN ({', '.join('?' * len(drawn))}))"
+        )
+        args: list[Any] = [subject, *metrics, _utc_text(since), _utc_text(until), *drawn]
+        value, site = "json_extract(payload, '$.value')", "json_extract(payload, '$.site')"
+        rows = self._conn.execute(
+            f"SELECT received_at, metric, {value}, {site}{where} ORDER BY received_at LIMIT ?",
+            [*args, limit + 1],
+        ).fetchall()
+        if len(rows) > limit:  # bucket: whole ms since `since` * limit // span (integers)
+            span_ms = max(1, round((until - since).total_seconds() * 1000))
+            rows = self._conn.execute(
+                "SELECT strftime('%Y-%m-%dT%H:%M:%f+00:00', avg(julianday(received_at))),"
+                f" metric, avg({value}), {site} AS site{where} GROUP BY metric, site,"
+                " CAST(round((julianday(received_at) - julianday(?)) * 86400000) AS INTEGER)"
+                " * ? / ? ORDER BY 1",
+                [*args, _utc_text(since), limit, span_ms],
+            ).fetchall()
+        return [(at, metric, float(v), s) for at, metric, v, s in rows]
 
     # --- alerts ----------------------------------------------------------------------
 
@@ -1049,3 +1103,8 @@ class StoreThread:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _utc_text(at: datetime) -> str:
+    """`at` as `received_at` is stored (UTC, milliseconds), so text order is time order."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")

@@ -7,17 +7,25 @@ service data goes through the device's decoder, which decrypts, drops the repeat
 rejects replays. Devices that are not bound but look like something the gateway can
 read are remembered in `discovered`, for pairing, and never give readings.
 
+For an advertisement kind, the last service data heard from each device is kept with
+when it was heard (bound or not: `service_data`), so that a key can be tried on a real
+packet before it is saved.
+
 Scanning is passive where the backend allows it: the sensors need no scan request,
 and a passive scanner does not make the adapter transmit. BlueZ scans passively only
 through an advertisement monitor, which needs match patterns (the BTHome and MiBeacon
 service data below) and, bleak says, BlueZ >= 5.56 run with --experimental; without it the
-listener falls back to active scanning and logs a warning. A passive BlueZ scan reports
-only advertisements that match the patterns, so `discovered` then holds door sensors
-only; discovering GATT devices needs an active scan.
+listener falls back to active scanning and logs a warning (once: it stays active). A
+passive BlueZ scan reports only advertisements that match the patterns, so `discovered`
+then holds door sensors only; discovering GATT devices needs an active scan, which the
+listener runs while it is told to discover (`set_discovering`): the running scanner is
+replaced by an active one, and by one in the mode asked for when discovery ends, without
+the bound sensors' links noticing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -58,11 +66,22 @@ OR_PATTERNS = [
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceData:
+    """The last service data an advertisement-only device sent under its kind's UUID."""
+
+    uuid: str
+    data: bytes
+    heard_at: float  # time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
 class DiscoveredDevice:
     kind: str
     name: str | None
     rssi: int | None
     last_seen: float  # time.monotonic()
+    #: Advertisement kinds: the last service data heard (None: none yet).
+    service_data: ServiceData | None = None
 
 
 @dataclass(slots=True)
@@ -73,6 +92,7 @@ class _Bound:
     #: The last service data the decoder refused: the radio repeats an advertisement
     #: many times, and one report of each bad packet is enough.
     last_rejected: bytes | None = None
+    service_data: ServiceData | None = None
 
 
 class AdvertListener:
@@ -99,6 +119,9 @@ class AdvertListener:
         self._requested_mode: ScanningMode = scanning_mode
         #: The mode in use once started: passive may have fallen back to active.
         self.scanning_mode: ScanningMode | None = None
+        self._discovering = False
+        #: Held while the scanner starts, stops or changes mode.
+        self._lock = asyncio.Lock()
         #: Unbound devices worth pairing, by address.
         self.discovered: dict[str, DiscoveredDevice] = {}
         #: When anything at all was last heard (time.monotonic()), for a watchdog.
@@ -125,11 +148,47 @@ class AdvertListener:
         sensor in range (`discovered`)."""
         self._bound.pop(format_mac(parse_mac(address)), None)
 
+    @property
+    def wanted(self) -> bool:
+        """Something to scan for: a bound sensor, or a discovery under way."""
+        return bool(self._bound) or self._discovering
+
+    def service_data(self, address: str) -> ServiceData | None:
+        """The last service data heard from an advertisement-only device, bound or not."""
+        mac = format_mac(parse_mac(address))
+        bound = self._bound.get(mac)
+        if bound is not None:
+            return bound.service_data
+        seen = self.discovered.get(mac)
+        return seen.service_data if seen is not None else None
+
+    async def set_discovering(self, on: bool) -> None:
+        """While on, scan actively, so that GATT devices are heard (names and services)
+        on BlueZ too; a running scanner is replaced in the new mode. Off again, the
+        listener scans in the mode asked for, or stops if no sensor is bound. Raises
+        BleakError when the new scanner cannot start (the listener is then stopped)."""
+        async with self._lock:
+            self._discovering = on
+            if self._scanner is None or (self.wanted and self.scanning_mode == self._mode()):
+                return
+            scanner, self._scanner = self._scanner, None
+            self.scanning_mode = None
+            with contextlib.suppress(BleakError):  # the adapter may be gone already
+                await scanner.stop()
+            if self.wanted:
+                await self._start_scanner()
+
     async def start(self) -> None:
         """Raises BleakError when the adapter cannot scan at all."""
-        if self._scanner is not None:
-            return
-        mode = self._requested_mode
+        async with self._lock:
+            if self._scanner is None:
+                await self._start_scanner()
+
+    def _mode(self) -> ScanningMode:
+        return "active" if self._discovering else self._requested_mode
+
+    async def _start_scanner(self) -> None:
+        mode = self._mode()
         scanner = self._new_scanner(mode)
         try:
             await scanner.start()
@@ -137,7 +196,7 @@ class AdvertListener:
             if mode != "passive":
                 raise
             logger.warning("passive scanning unavailable (%s); scanning actively", error)
-            mode = "active"
+            mode = self._requested_mode = "active"  # from now on: it is unavailable
             scanner = self._new_scanner(mode)
             await scanner.start()
         self._scanner = scanner
@@ -145,12 +204,13 @@ class AdvertListener:
 
     async def stop(self) -> None:
         """Stop scanning; every device heard is reported DISCONNECTED."""
-        if self._scanner is None:
-            return
-        scanner, self._scanner = self._scanner, None
-        self.scanning_mode = None
-        with contextlib.suppress(BleakError):  # the adapter may be gone already
-            await scanner.stop()
+        async with self._lock:
+            if self._scanner is None:
+                return
+            scanner, self._scanner = self._scanner, None
+            self.scanning_mode = None
+            with contextlib.suppress(BleakError):  # the adapter may be gone already
+                await scanner.stop()
         for address, bound in self._bound.items():
             if bound.heard:
                 bound.heard = False
@@ -192,6 +252,7 @@ class AdvertListener:
         raw = advertisement.service_data.get(bound.service_uuid)
         if raw is None:
             return
+        bound.service_data = ServiceData(bound.service_uuid, raw, now)
         try:
             measurements = bound.decoder.feed(raw, now)
         except RefusedPacket as error:
@@ -210,5 +271,12 @@ class AdvertListener:
         kind = classify_advertisement(name, advertisement.service_uuids, advertisement.service_data)
         if kind is None and previous is not None:
             kind = previous.kind  # an advertisement without the telling part still counts
-        if kind is not None:
-            self.discovered[address] = DiscoveredDevice(kind, name, advertisement.rssi, now)
+        if kind is None:
+            return
+        heard = previous.service_data if previous is not None else None
+        advert_kind = _ADVERT_KINDS.get(kind)
+        if advert_kind is not None and advert_kind.service_data_uuid is not None:
+            raw = advertisement.service_data.get(advert_kind.service_data_uuid)
+            if raw is not None:
+                heard = ServiceData(advert_kind.service_data_uuid, raw, now)
+        self.discovered[address] = DiscoveredDevice(kind, name, advertisement.rssi, now, heard)

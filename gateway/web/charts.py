@@ -17,9 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from html import escape
-from zoneinfo import ZoneInfo
 
 from drivers.measurement import Metric
 
@@ -55,8 +54,15 @@ Series = Sequence[tuple[datetime, float]]
 
 @dataclass(frozen=True, slots=True)
 class _TimeAxis:
+    """[`start`, `end`] across the plot; an empty or reversed span is a minute long
+    (an isolation that starts now, or later, has no past to draw yet)."""
+
     start: datetime
     end: datetime
+
+    def __post_init__(self) -> None:
+        if self.end - self.start < timedelta(minutes=1):
+            object.__setattr__(self, "end", self.start + timedelta(minutes=1))
 
     def x(self, at: datetime) -> float:
         return _LEFT + (_WIDTH - _LEFT - _RIGHT) * ((at - self.start) / (self.end - self.start))
@@ -87,7 +93,7 @@ def vitals_chart(
     *,
     start: datetime,
     end: datetime,
-    tz: ZoneInfo,
+    tz: tzinfo,
     labels: ChartLabels,
 ) -> str:
     """SpO2 (`spo2`, %) above pulse (`pulse_rate`, /min) over [`start`, `end`]: two
@@ -131,7 +137,7 @@ def temperature_chart(
     *,
     start: datetime,
     end: datetime,
-    tz: ZoneInfo,
+    tz: tzinfo,
     fever_line: float,
     labels: ChartLabels,
 ) -> str:
@@ -252,20 +258,21 @@ def _dot(x: float, y: float, colour: str) -> str:
 def _value_ticks(panel: _Panel) -> list[float]:
     """Round values at least 24 units apart."""
     span = panel.high - panel.low
-    step = next(s for s in (0.5, 1, 2, 5, 10, 20, 40, 50, 100) if panel.height * s / span >= 24)
+    steps = (0.5, 1, 2, 5, 10, 20, 40, 50, 100)
+    step = next((s for s in steps if panel.height * s / span >= 24), steps[-1])
     first = math.ceil(panel.low / step)
     return [n * step for n in range(first, math.floor(panel.high / step) + 1)]
 
 
-def _clock_ticks(axis: _TimeAxis, tz: ZoneInfo) -> list[tuple[datetime, str]]:
-    """Every few minutes on the hour's round minutes, labelled HH:MM in `tz`. Steps
-    count in UTC: every zone's offset is a whole quarter-hour, so the local labels are
-    round too."""
+def _clock_ticks(axis: _TimeAxis, tz: tzinfo) -> list[tuple[datetime, str]]:
+    """Every few minutes, on round local minutes (as the clock at `start` reads),
+    labelled HH:MM in `tz`."""
     per_minute = (_WIDTH - _LEFT - _RIGHT) * 60 / (axis.end - axis.start).total_seconds()
     step = 60 * next(
         (m for m in _CLOCK_STEPS_MIN if m * per_minute >= _TIME_LABEL_GAP), _CLOCK_STEPS_MIN[-1]
     )
-    at = math.ceil(axis.start.timestamp() / step) * step
+    offset = (axis.start.astimezone(tz).utcoffset() or timedelta()).total_seconds()
+    at = math.ceil((axis.start.timestamp() + offset) / step) * step - offset
     ticks = []
     while at <= axis.end.timestamp():
         moment = datetime.fromtimestamp(at, UTC)
@@ -274,7 +281,7 @@ def _clock_ticks(axis: _TimeAxis, tz: ZoneInfo) -> list[tuple[datetime, str]]:
     return ticks
 
 
-def _local_midnights(axis: _TimeAxis, tz: ZoneInfo) -> list[datetime]:
+def _local_midnights(axis: _TimeAxis, tz: tzinfo) -> list[datetime]:
     day = axis.start.astimezone(tz).date()
     midnights = []
     while (midnight := datetime.combine(day, time(), tzinfo=tz)) <= axis.end:
@@ -284,7 +291,7 @@ def _local_midnights(axis: _TimeAxis, tz: ZoneInfo) -> list[datetime]:
     return midnights
 
 
-def _day_ticks(axis: _TimeAxis, tz: ZoneInfo) -> list[tuple[datetime, str]]:
+def _day_ticks(axis: _TimeAxis, tz: tzinfo) -> list[tuple[datetime, str]]:
     """Local midnights labelled month-day, every n-th day so the labels do not touch."""
     midnights = _local_midnights(axis, tz)
     per_day = (_WIDTH - _LEFT - _RIGHT) * 86400 / (axis.end - axis.start).total_seconds()
@@ -292,7 +299,7 @@ def _day_ticks(axis: _TimeAxis, tz: ZoneInfo) -> list[tuple[datetime, str]]:
     return [(m, f"{m:%m-%d}") for m in midnights[::every]]
 
 
-def _day_grid(axis: _TimeAxis, tz: ZoneInfo, panel: _Panel) -> list[str]:
+def _day_grid(axis: _TimeAxis, tz: tzinfo, panel: _Panel) -> list[str]:
     return [
         f'<line class="day" x1="{x:.1f}" x2="{x:.1f}" y1="{panel.top}" y2="{panel.bottom}"'
         ' stroke="currentColor" stroke-opacity="0.15"/>'

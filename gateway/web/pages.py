@@ -16,16 +16,17 @@ from fastapi.responses import RedirectResponse
 from sse_starlette.sse import EventSourceResponse
 from starlette.datastructures import FormData
 
-from drivers.kinds import KINDS, Transport
+from drivers.kinds import KINDS
 from drivers.measurement import Metric, Site
 from gateway.care import CareError, Channel, Conflict, Invalid, NotFound
+from gateway.commissioning import KeyProblem, KeyRefused
 from gateway.config import CODE
 from gateway.model import DoorRole, RiskGrade
 from gateway.web import views
 from gateway.web.charts import ChartLabels, temperature_chart, vitals_chart
 from gateway.web.labels import N_
 from gateway.web.login import Gate
-from gateway.web.render import Renderer
+from gateway.web.render import Renderer, wants_part
 
 if TYPE_CHECKING:
     from gateway.service import GatewayService
@@ -45,9 +46,23 @@ class FormRefused(Exception):
         self.field = field
 
 
+#: What a door sensor's key refused against its advertisement means, for the technician.
+_KEY_PROBLEMS = {
+    KeyProblem.NOT_HEARD: N_(
+        "Nothing heard from this sensor yet: bring it close, open and close the door,"
+        " then try again."
+    ),
+    KeyProblem.WRONG: N_("This key does not decrypt what the sensor sends: check the key."),
+    KeyProblem.UNENCRYPTED: N_("This sensor sends without encryption: leave the key empty."),
+    KeyProblem.UNREADABLE: N_("What this sensor sends cannot be read, with or without this key."),
+}
+
+
 def refusal(error: CareError) -> FormRefused:
     """What to tell the technician, in their language, of a refused change: the field
     it names (the care service's errors start with the key) and why, by kind."""
+    if isinstance(error, KeyRefused):
+        return FormRefused(_KEY_PROBLEMS[error.problem], "key")
     field = str(error).split(":", 1)[0] if isinstance(error, Invalid) else ""
     if isinstance(error, Invalid):
         return FormRefused(N_("This value is not accepted: %(field)s"), field)
@@ -125,7 +140,12 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
         isolation = views.isolation_view(subject, render.zone, now)
         first, last = views.ledger_range(render.zone, now)
         ledger = await service.ledger(code, first, last)
-        charts = await _charts(service, render, request, code, subject, now)
+        # Two store queries: only on a page load, or when the page asks for them.
+        charts = (
+            await _charts(service, render, request, code, subject, now)
+            if wants_part(request, "charts")
+            else {"vitals": "", "temperature": ""}
+        )
         return render.page(
             request,
             "subject.html",
@@ -292,8 +312,6 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
                 request,
                 candidate=candidate,
                 kinds=KINDS,
-                key_use=KINDS[candidate.kind].key.value,
-                door=KINDS[candidate.kind].transport is Transport.ADVERT,
                 subjects=service.subjects(),
                 sites=list(Site),
                 roles=list(DoorRole),

@@ -1,7 +1,7 @@
 """Pages rendered on the gateway: Jinja2 templates (`templates/`), one environment per
 language with its catalogue installed, every value escaped. A request sent by the
-page's own script for a live update (`X-Fragment: 1`) gets the same page; the script
-takes the parts it shows (`data-live`) from it."""
+page's own script for a live update names the parts it will take (`X-Live-Parts`, the
+ids of `data-live` elements): a page may leave the others' costly parts out."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ def _environment(locale: str) -> Environment:
     env.filters["bars"] = views.signal_bars
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     return env
+
+
+def wants_part(request: Request, part: str) -> bool:
+    """Whether the response's part `part` will be shown: always on a page load."""
+    parts = request.headers.get("x-live-parts")
+    return parts is None or part in parts.split()
 
 
 def request_locale(request: Request) -> str:

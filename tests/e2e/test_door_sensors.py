@@ -8,16 +8,16 @@ that is not bound is listed on the status page for pairing.
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.broker import Mosquitto
+from gateway.config import load_config
 from tests.conftest import GatewayProcess, Subscriber, write_config
 from tests.contract import assert_contract
 from tests.e2e.test_ble_to_broker import Simulator
+from tests.gateway.helpers import signed_in_client
 
 PLAIN, ENCRYPTED, MIBEACON = "F0:00:00:00:00:10", "F0:00:00:00:00:11", "F0:00:00:00:00:12"
 CONFIG = f"""
@@ -86,7 +86,9 @@ def test_doors_open_and_close_on_the_server_and_a_wrong_key_reads_nothing(
         links = {d["id"]: d["link"] for d in inventory}
         assert links["bthome-f00000000011"] == "connected"
         web = next(r["web"] for r in gw.log_records() if r.get("msg") == "gateway started")
-        status = json.load(urllib.request.urlopen(web + "api/status", timeout=5))
+        password_path = load_config(config).password_path
+        with signed_in_client(web, password_path) as page:
+            status = page.get("/api/status").json()
         nearby = {d["address"]: d["kind"] for d in status["discovered"]}
         assert nearby[PLAIN] == "bthome", "the unbound sensor is offered for pairing"
         assert ENCRYPTED not in nearby and MIBEACON not in nearby, "bound ones are not"

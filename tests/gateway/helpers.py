@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -112,18 +112,35 @@ PASSWORD = "correct horse battery"
 async def signed_in(service: GatewayService, **client: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the service's page, signed in as a technician would be: the
     password set (if it is not yet), the login form fetched and posted."""
-    passwords = PasswordFile(service.config.password_path)
-    if not passwords.is_set():
-        passwords.set(PASSWORD)
+    set_password(service.config.password_path)
     async with httpx.AsyncClient(base_url=service.web_url, **client) as web:
         form = await web.get("/login")
-        token = re.search(r'name="login_token" value="([^"]+)"', form.text)
-        assert token is not None, form.text
-        answer = await web.post(
-            "/login", data={"password": PASSWORD, "login_token": token[1], "next": "/"}
-        )
+        answer = await web.post("/login", data=login_form(form.text))
         assert answer.status_code == 303, answer.text
         yield web
+
+
+@contextlib.contextmanager
+def signed_in_client(base_url: str, password_path: Path) -> Iterator[httpx.Client]:
+    """`signed_in` for a gateway in a process of its own (`GatewayProcess`)."""
+    set_password(password_path)
+    with httpx.Client(base_url=base_url, timeout=10) as web:
+        answer = web.post("/login", data=login_form(web.get("/login").text))
+        assert answer.status_code == 303, answer.text
+        yield web
+
+
+def set_password(path: Path) -> None:
+    passwords = PasswordFile(path)
+    if not passwords.is_set():
+        passwords.set(PASSWORD)
+
+
+def login_form(page: str) -> dict[str, str]:
+    """The login form of `page` filled in with the tests' password."""
+    token = re.search(r'name="login_token" value="([^"]+)"', page)
+    assert token is not None, page
+    return {"password": PASSWORD, "login_token": token[1], "next": "/"}
 
 
 def form_token(page: str) -> str:

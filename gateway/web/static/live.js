@@ -1,13 +1,21 @@
 // Live updates: the gateway's event stream (/events) names what changed; the parts of
 // this page that show it (data-live="topic ...") are fetched again, already rendered
 // and translated by the gateway, and swapped in. A part holding the focus (a form being
-// filled in) waits for the next change. A lost stream is shown, and EventSource
-// reconnects by itself; on reconnecting every part is fetched again.
+// filled in) waits for the next change; a part marked data-live-every="S" (the charts)
+// is fetched at most every S seconds. The request names the parts it wants
+// (X-Live-Parts), so the gateway draws only those. A lost stream is shown, and
+// EventSource reconnects by itself; on reconnecting every part is fetched again.
 "use strict";
 (function () {
   const banner = document.getElementById("offline");
   let pending = new Set();
   let busy = false;
+  const fetchedAt = new Map();
+
+  function due(part) {
+    const every = Number(part.dataset.liveEvery || 0) * 1000;
+    return !every || Date.now() - (fetchedAt.get(part.id) || 0) >= every;
+  }
 
   async function refresh(topics) {
     topics.forEach(t => pending.add(t));
@@ -18,10 +26,12 @@
         const wanted = pending;
         pending = new Set();
         const parts = [...document.querySelectorAll("[data-live]")].filter(el =>
-          el.dataset.live.split(" ").some(t => wanted.has(t) || wanted.has("*")));
+          el.dataset.live.split(" ").some(t => wanted.has(t) || wanted.has("*")) && due(el));
         if (!parts.length) continue;
-        const res = await fetch(location.pathname + location.search,
-          {headers: {"X-Fragment": "1"}, credentials: "same-origin"});
+        const res = await fetch(location.pathname + location.search, {
+          headers: {"X-Live-Parts": parts.map(p => p.id).join(" ")},
+          credentials: "same-origin",
+        });
         if (res.redirected || !res.ok) { location.reload(); return; }
         const fresh = new DOMParser().parseFromString(await res.text(), "text/html");
         for (const part of parts) {
@@ -31,6 +41,7 @@
             part.dataset.stale = "1";  // being filled in: swapped at the next change
             continue;
           }
+          fetchedAt.set(part.id, Date.now());
           if (part.innerHTML !== next.innerHTML) part.innerHTML = next.innerHTML;
           part.className = next.className;
           delete part.dataset.stale;
