@@ -126,8 +126,10 @@ def login_router(gate: Gate) -> APIRouter:
         next_path: str = "/",
         retry_after: int | None = None,
     ) -> Response:
-        """The form; `error`: "wrong", "locked" (for `retry_after` s), "expired"."""
-        token = secrets.token_urlsafe(24)
+        """The form; `error`: "wrong", "locked" (for `retry_after` s), "expired". The
+        browser's login token is kept while it has one, so a second tab (or a favicon
+        request redirected here) does not make the first form's token stale."""
+        token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
         response = render.page(
             request,
             "login.html",

@@ -25,7 +25,7 @@ from gateway.model import DoorRole, RiskGrade
 from gateway.web import views
 from gateway.web.charts import ChartLabels, temperature_chart, vitals_chart
 from gateway.web.labels import N_
-from gateway.web.login import Gate
+from gateway.web.login import Gate, local_path
 from gateway.web.render import Renderer, wants_part
 
 if TYPE_CHECKING:
@@ -58,9 +58,11 @@ _KEY_PROBLEMS = {
 }
 
 
-def refusal(error: CareError) -> FormRefused:
+def refusal(error: CareError | FormRefused) -> FormRefused:
     """What to tell the technician, in their language, of a refused change: the field
     it names (the care service's errors start with the key) and why, by kind."""
+    if isinstance(error, FormRefused):
+        return error
     if isinstance(error, KeyRefused):
         return FormRefused(_KEY_PROBLEMS[error.problem], "key")
     field = str(error).split(":", 1)[0] if isinstance(error, Invalid) else ""
@@ -99,6 +101,14 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
             "role_code": session.role_code or "",
             **values,
         }
+
+    def refused_page(request: Request, exc: CareError | FormRefused, back: str) -> Response:
+        return render.page(
+            request,
+            "refused.html",
+            context(request, error=refusal(exc), back=back),
+            status_code=404 if isinstance(exc, NotFound) else 422,
+        )
 
     async def subject_or_404(code: str) -> dict[str, Any]:
         subject = next((s for s in service.subjects() if s["code"] == code), None)
@@ -186,10 +196,8 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
                 )
             else:
                 await service.care.end_isolation(code, channel=Channel.WEB, by=by)
-        except CareError as exc:
+        except (CareError, FormRefused) as exc:
             return await subject_page(request, code, error=refusal(exc))
-        except FormRefused as exc:
-            return await subject_page(request, code, error=exc)
         return RedirectResponse(f"/subjects/{code}", status_code=303)
 
     @router.post("/subjects/{code}/grade")
@@ -213,43 +221,24 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
             assert by is not None
             await service.care.acknowledge(alert_id, by, channel=Channel.WEB)
         except (CareError, FormRefused) as exc:
-            error = refusal(exc) if isinstance(exc, CareError) else exc
-            return render.page(
-                request,
-                "refused.html",
-                context(request, error=error, back=_local(back)),
-                status_code=404 if isinstance(exc, NotFound) else 422,
-            )
-        return RedirectResponse(_local(back), status_code=303)
+            return refused_page(request, exc, local_path(back))
+        return RedirectResponse(local_path(back), status_code=303)
 
     # --- devices ------------------------------------------------------------------
 
+    async def device_page(request: Request, device_id: str, template: str) -> Response:
+        record = device_or_404(device_id)
+        readings = await service.recent_readings(10, device_id)
+        return render.page(request, template, context(request, device=record, readings=readings))
+
     @router.get("/devices/{device_id}")
     async def device(request: Request, device_id: str) -> Response:
-        record = device_or_404(device_id)
-        return render.page(
-            request,
-            "device.html",
-            context(
-                request,
-                device=record,
-                readings=await service.recent_readings(10, device_id),
-            ),
-        )
+        return await device_page(request, device_id, "device.html")
 
     @router.get("/devices/{device_id}/test")
     async def device_test(request: Request, device_id: str) -> Response:
         """The live test view after binding: the first readings as they arrive."""
-        record = device_or_404(device_id)
-        return render.page(
-            request,
-            "device_test.html",
-            context(
-                request,
-                device=record,
-                readings=await service.recent_readings(10, device_id),
-            ),
-        )
+        return await device_page(request, device_id, "device_test.html")
 
     @router.post("/devices/{device_id}/unbind")
     async def unbind(request: Request, device_id: str) -> Response:
@@ -259,13 +248,7 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
             by = role_code(form, request)
             await service.care.unbind_device(device_id, channel=Channel.WEB, by=by)
         except (CareError, FormRefused) as exc:
-            error = refusal(exc) if isinstance(exc, CareError) else exc
-            return render.page(
-                request,
-                "refused.html",
-                context(request, error=error, back=f"/devices/{device_id}"),
-                status_code=422,
-            )
+            return refused_page(request, exc, f"/devices/{device_id}")
         return RedirectResponse("/", status_code=303)
 
     # --- commissioning --------------------------------------------------------------
@@ -341,12 +324,10 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
                 record = await service.commissioning.replace(replacing["id"], fields, by=by)
             else:
                 record = await service.commissioning.bind(fields, by=by)
-        except CareError as exc:
+        except (CareError, FormRefused) as exc:
             return await bind_page(
                 request, address, replacing=replacing, error=refusal(exc), form=form
             )
-        except FormRefused as exc:
-            return await bind_page(request, address, replacing=replacing, error=exc, form=form)
         return RedirectResponse(f"/devices/{record['id']}/test", status_code=303)
 
     @router.post("/commission/{address}")
@@ -373,12 +354,6 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
         return EventSourceResponse(stream(), ping=15)
 
     return router
-
-
-def _local(target: str) -> str:
-    from gateway.web.login import local_path
-
-    return local_path(target)
 
 
 def _isolation_fields(form: FormData, render: Renderer) -> tuple[datetime | None, int]:

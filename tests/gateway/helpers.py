@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from drivers.measurement import Measurement, Metric, Quality, Site
-from gateway.config import Config, parse_config
+from gateway.config import Config, load_config, parse_config
 from gateway.model import ClockState, Instant, Reading
 from gateway.rules.engine import RuleEngine
 from gateway.subjects import SubjectDirectory
@@ -102,6 +102,19 @@ class Clocks:
 
     def monotonic(self) -> float:
         return self.mono
+
+
+@contextlib.asynccontextmanager
+async def running(path: Path, clocks: Clocks) -> AsyncIterator[GatewayService]:
+    """A gateway of the config file `path`, started on the test's clocks."""
+    from gateway.service import GatewayService
+
+    service = GatewayService(load_config(path), now=clocks.now, monotonic=clocks.monotonic)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
 
 
 #: The page's password in the tests.

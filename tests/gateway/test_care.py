@@ -4,8 +4,7 @@ restart, published to the township; and the rules' timers survive a restart."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,9 @@ import pytest
 from drivers.measurement import Measurement, Metric
 from gateway.broker import Mosquitto
 from gateway.care import Channel, Conflict, Invalid, NotFound
-from gateway.config import load_config
 from gateway.service import GatewayService
 from tests.conftest import Subscriber, write_config
-from tests.gateway.helpers import DEVICE, PORT_PATH, Clocks, until
+from tests.gateway.helpers import DEVICE, PORT_PATH, Clocks, running, until
 
 DEVICE_ID = "cms50-usb-absent-cms50"
 SUBJECTS = """
@@ -35,16 +33,6 @@ def clocks() -> Clocks:
 
 def config_path(tmp_path: Path, port: int, subjects: str = SUBJECTS) -> Path:
     return write_config(tmp_path, port, devices=DEVICE, extra=subjects)
-
-
-@asynccontextmanager
-async def running(path: Path, clocks: Clocks) -> AsyncIterator[GatewayService]:
-    service = GatewayService(load_config(path), now=clocks.now, monotonic=clocks.monotonic)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
 
 
 def spo2(service: GatewayService, clocks: Clocks, values: list[float]) -> None:

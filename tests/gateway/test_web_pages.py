@@ -6,8 +6,7 @@ and the live-update stream. The same page in a real browser: tests/browser/."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 
 from drivers.measurement import Measurement, Metric
 from gateway.broker import Mosquitto
-from gateway.config import load_config
 from gateway.service import GatewayService
 from gateway.web.auth import PasswordFile
 from gateway.web.i18n import translations
@@ -27,6 +25,7 @@ from tests.gateway.helpers import (
     PORT_PATH,
     Clocks,
     form_token,
+    running,
     signed_in,
     until,
 )
@@ -36,18 +35,11 @@ ZH = translations("zh_CN").gettext
 NAMELESS = "A role code is letters, digits, - _ . (never a name)"
 
 
-@asynccontextmanager
-async def running(
+def started(
     tmp_path: Path, port: int, clocks: Clocks | None = None
-) -> AsyncIterator[GatewayService]:
+) -> AbstractAsyncContextManager[GatewayService]:
     path = write_config(tmp_path, port, devices=DEVICE, extra=SUBJECTS)
-    clocks = clocks or Clocks()
-    service = GatewayService(load_config(path), now=clocks.now, monotonic=clocks.monotonic)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
+    return running(path, clocks or Clocks())
 
 
 async def audit(service: GatewayService) -> list[dict[str, Any]]:
@@ -63,7 +55,7 @@ async def login_token(web: httpx.AsyncClient) -> str:
 async def test_until_a_password_is_set_the_page_says_how_and_shows_nothing_else(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    async with running(tmp_path, mosquitto.port) as service:
+    async with started(tmp_path, mosquitto.port) as service:
         async with httpx.AsyncClient(base_url=service.web_url) as web:
             for path in ("/", "/subjects/bed-9", "/login", "/commission"):
                 page = await web.get(path)
@@ -82,7 +74,7 @@ async def test_until_a_password_is_set_the_page_says_how_and_shows_nothing_else(
 async def test_every_page_and_api_route_needs_the_login(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    async with running(tmp_path, mosquitto.port) as service:
+    async with started(tmp_path, mosquitto.port) as service:
         PasswordFile(service.config.password_path).set(PASSWORD)
         async with httpx.AsyncClient(base_url=service.web_url) as web:
             for path in ("/", "/subjects/bed-9", "/devices/cms50-usb-absent-cms50", "/commission"):
@@ -102,7 +94,7 @@ async def test_login_wrong_password_rate_limit_idle_timeout_and_logout(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     clocks = Clocks()
-    async with running(tmp_path, mosquitto.port, clocks) as service:
+    async with started(tmp_path, mosquitto.port, clocks) as service:
         web_config = service.config.web
         PasswordFile(service.config.password_path).set(PASSWORD)
         async with httpx.AsyncClient(base_url=service.web_url) as web:
@@ -144,7 +136,7 @@ async def test_login_wrong_password_rate_limit_idle_timeout_and_logout(
 async def test_the_page_answers_only_to_its_host_names(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    async with running(tmp_path, mosquitto.port) as service:
+    async with started(tmp_path, mosquitto.port) as service:
         async with httpx.AsyncClient(base_url=service.web_url) as web:
             rebound = await web.get("/healthz", headers={"Host": "evil.example"})
             assert rebound.status_code == 400 and "web.allowed_hosts" in rebound.text
@@ -155,7 +147,7 @@ async def test_the_page_answers_only_to_its_host_names(
 async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    async with running(tmp_path, mosquitto.port) as service, signed_in(service) as web:
+    async with started(tmp_path, mosquitto.port) as service, signed_in(service) as web:
         before = await audit(service)
         for token in ("", "not-the-token"):
             refused = await web.post(
@@ -181,7 +173,7 @@ async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
 async def test_malformed_forms_get_a_clear_message_and_change_nothing(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    async with running(tmp_path, mosquitto.port) as service, signed_in(service) as web:
+    async with started(tmp_path, mosquitto.port) as service, signed_in(service) as web:
         csrf = form_token((await web.get("/subjects/bed-9")).text)
         before = await audit(service)
         cases = [
@@ -208,7 +200,7 @@ async def test_an_alert_is_acknowledged_from_the_page_with_a_role_code(
 ) -> None:
     clocks = Clocks()
     async with (
-        running(tmp_path, mosquitto.port, clocks) as service,
+        started(tmp_path, mosquitto.port, clocks) as service,
         signed_in(service, headers={"Accept-Language": "en"}) as web,
     ):
         for value in [91] * 17:
@@ -237,7 +229,7 @@ async def test_an_alert_is_acknowledged_from_the_page_with_a_role_code(
 async def test_chinese_first_english_by_the_browser_or_the_switch(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    async with running(tmp_path, mosquitto.port) as service, signed_in(service) as web:
+    async with started(tmp_path, mosquitto.port) as service, signed_in(service) as web:
         chinese = await web.get("/")
         assert '<html lang="zh-CN">' in chinese.text and ZH("Overview") in chinese.text
         english = await web.get("/", headers={"Accept-Language": "en-GB,en;q=0.8"})
@@ -253,7 +245,7 @@ async def test_chinese_first_english_by_the_browser_or_the_switch(
 async def test_the_event_stream_tells_the_page_a_reading_arrived(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    async with running(tmp_path, mosquitto.port) as service, signed_in(service) as web:
+    async with started(tmp_path, mosquitto.port) as service, signed_in(service) as web:
         async with web.stream("GET", "/events") as events:
             lines = events.aiter_lines()
             assert await anext(lines) == "event: hello"
@@ -273,7 +265,7 @@ async def test_the_event_stream_tells_the_page_a_reading_arrived(
 async def test_a_new_password_on_the_running_gateway_ends_the_open_logins(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    async with running(tmp_path, mosquitto.port) as service, signed_in(service) as web:
+    async with started(tmp_path, mosquitto.port) as service, signed_in(service) as web:
         assert (await web.get("/")).status_code == 200
         PasswordFile(service.config.password_path).set("another long password")
         assert (await web.get("/")).status_code == 303
@@ -283,7 +275,7 @@ async def test_a_new_password_on_the_running_gateway_ends_the_open_logins(
 async def test_the_api_docs_come_from_the_gateway_itself(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    async with running(tmp_path, mosquitto.port) as service, signed_in(service) as web:
+    async with started(tmp_path, mosquitto.port) as service, signed_in(service) as web:
         docs = await web.get("/api/docs")
         assert docs.status_code == 200 and "/api/docs/assets/swagger-ui-bundle.js" in docs.text
         assert "cdn" not in docs.text.lower()
