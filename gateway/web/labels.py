@@ -198,3 +198,13 @@ FIELDS: Mapping[str, str] = {
     "isolation_days": N_("isolation days"),
     "code": N_("bed or subject code"),
 }
+
+#: The service's supervised parts (`gateway/supervision.py`), as a fault names them.
+PARTS: Mapping[str, str] = {
+    "pipeline": N_("collecting readings"),
+    "commands": N_("the township's commands"),
+    "uplink": N_("sending to the township"),
+    "housekeeping": N_("housekeeping"),
+    "web": N_("this page"),
+    "store": N_("the store on the SD card"),
+}

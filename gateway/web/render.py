@@ -75,6 +75,7 @@ class Renderer:
                     "html_lang": locale.replace("_", "-"),
                     "languages": LANGUAGE_NAMES,
                     "labels": labels,
+                    "translate": translations(locale).gettext,
                     "say": Speech(locale, self.zone, datetime.now(UTC)),
                     "gateway_id": self.gateway_id,
                     "csrf": session.csrf if session is not None else "",

@@ -4,13 +4,14 @@ facts), kept apart from the routes so they are tested without a browser."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
 from drivers.listener import AdapterState
-from gateway.web.labels import N_
+from gateway.web.labels import N_, PARTS
 
 #: Readings still undelivered after this long turn the light yellow (an outage may be
 #: brief); a broker away this long, red.
@@ -25,10 +26,18 @@ class Light(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Reason:
-    """One line under the traffic light: a message id, and its values."""
+    """One line under the traffic light: a message id, its values, and since when."""
 
     message: str
     values: dict[str, Any]
+    since: str | None = None
+
+    def said(self, gettext: Callable[[str], str]) -> str:
+        """In the page's language; a value that is a word (a part's name) translated."""
+        return gettext(self.message) % {
+            name: gettext(value) if isinstance(value, str) else value
+            for name, value in self.values.items()
+        }
 
 
 def traffic_light(health: dict[str, Any], now: datetime) -> tuple[Light, list[Reason]]:
@@ -38,17 +47,15 @@ def traffic_light(health: dict[str, Any], now: datetime) -> tuple[Light, list[Re
     yellow: list[Reason] = []
     broker, queue = health["broker"], health["queue"]
     for fault in health["faults"]:
-        red.append(Reason(N_("Not working: %(part)s"), {"part": fault["part"]}))
+        part = PARTS.get(fault["part"], fault["part"])
+        red.append(Reason(N_("Not working: %(part)s"), {"part": part}, fault["since"]))
     if broker["state"] != "connected":
         red.append(Reason(N_("The township's server cannot be reached"), {}))
     oldest = queue["oldest_undelivered_at"]
     waiting_s = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
     if queue["undelivered"] and waiting_s >= _WAITING_S:
         yellow.append(
-            Reason(
-                N_("%(n)s readings wait to be sent"),
-                {"n": queue["undelivered"], "since": oldest},
-            )
+            Reason(N_("%(n)s readings wait to be sent"), {"n": queue["undelivered"]}, oldest)
         )
     if health["clock"] == "unsynced":
         yellow.append(Reason(N_("The clock is not synchronised"), {}))

@@ -31,7 +31,7 @@ from gateway.web.auth import LoginLimiter, PasswordFile, SessionBook
 from gateway.web.hosts import AllowedHosts
 from tests.certs import make_ca_and_server_cert
 from tests.conftest import write_config
-from tests.gateway.helpers import until
+from tests.gateway.helpers import signed_in, until
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
@@ -439,6 +439,9 @@ async def test_the_page_is_served_over_tls_with_its_certificate(
         trusted = ssl.create_default_context(cafile=str(ca))
         async with httpx.AsyncClient(base_url=service.web_url, verify=trusted) as web:
             assert (await web.get("/healthz")).json() == {"status": "ok"}
+        async with signed_in(service, verify=trusted) as web:  # its cookie never in clear
+            (session,) = [c for c in web.cookies.jar if c.name == "bg_session"]
+            assert session.secure
         async with httpx.AsyncClient(base_url=service.web_url) as web:  # the system's CAs
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await web.get("/healthz")

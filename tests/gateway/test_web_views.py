@@ -1,0 +1,108 @@
+"""What the page works out from the service's state: the traffic light, a subject's
+isolation in days, a signal in bars."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.web.i18n import translations
+from gateway.web.views import Light, isolation_view, signal_bars, traffic_light
+
+NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+
+def health(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "faults": [],
+        "broker": {"state": "connected"},
+        "queue": {"undelivered": 0, "oldest_undelivered_at": None},
+        "clock": "synced",
+        "bluetooth": {"state": "up"},
+    }
+    return {**base, **changes}
+
+
+def said(reasons: list[Any], locale: str = "en") -> list[str]:
+    return [reason.said(translations(locale).gettext) for reason in reasons]
+
+
+def test_green_only_when_readings_are_collected_stored_and_delivered() -> None:
+    light, reasons = traffic_light(health(), NOW)
+    assert light is Light.GREEN and said(reasons) == ["All working: readings reach the township"]
+    brief = {"undelivered": 3, "oldest_undelivered_at": (NOW - timedelta(seconds=5)).isoformat()}
+    assert traffic_light(health(queue=brief), NOW)[0] is Light.GREEN  # a moment's wait
+
+
+@pytest.mark.parametrize(
+    ("changes", "light", "lines"),
+    [
+        (
+            {
+                "queue": {
+                    "undelivered": 120,
+                    "oldest_undelivered_at": (NOW - timedelta(minutes=5)).isoformat(),
+                }
+            },
+            Light.YELLOW,
+            ["120 readings wait to be sent"],
+        ),
+        ({"clock": "unsynced"}, Light.YELLOW, ["The clock is not synchronised"]),
+        (
+            {"broker": {"state": "disconnected"}},
+            Light.RED,
+            ["The township's server cannot be reached"],
+        ),
+        (
+            {"faults": [{"part": "store", "reason": "disk full", "since": NOW.isoformat()}]},
+            Light.RED,
+            ["Not working: the store on the SD card"],
+        ),
+        (
+            {"bluetooth": {"state": "unavailable"}, "clock": "unsynced"},
+            Light.RED,
+            ["The Bluetooth adapter is unavailable", "The clock is not synchronised"],
+        ),
+    ],
+)
+def test_yellow_when_readings_wait_red_when_a_part_is_down(
+    changes: dict[str, Any], light: Light, lines: list[str]
+) -> None:
+    shown, reasons = traffic_light(health(**changes), NOW)
+    assert shown is light and said(reasons) == lines
+
+
+def test_a_fault_is_told_in_chinese_with_the_parts_name() -> None:
+    fault = {"part": "uplink", "reason": "x", "since": NOW.isoformat()}
+    _light, reasons = traffic_light(health(faults=[fault]), NOW)
+    assert said(reasons, "zh_CN")[0] == "故障：上传到乡镇"  # noqa: RUF001
+    assert reasons[0].since == NOW.isoformat()
+
+
+def test_an_isolation_is_told_in_local_days() -> None:
+    shanghai = ZoneInfo("Asia/Shanghai")
+    start = datetime(2026, 11, 25, 20, 0, tzinfo=shanghai)
+    subject = {
+        "isolated": True,
+        "isolation": {
+            "start": start.isoformat(),
+            "days": 14,
+            "end": (start + timedelta(days=14)).isoformat(),
+            "ended_early": False,
+        },
+    }
+    view = isolation_view(subject, shanghai, NOW)  # 16:00 on 12-01 in Shanghai
+    assert view is not None
+    assert (view.start, view.end) == (date(2026, 11, 25), date(2026, 12, 9))
+    assert (view.day, view.days, view.days_left) == (7, 14, 8)
+    assert isolation_view({"isolation": None}, shanghai, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("rssi", "bars"), [(None, 0), (-95, 0), (-90, 1), (-75, 2), (-65, 3), (-40, 4)]
+)
+def test_a_signal_is_drawn_in_bars_as_phones_draw_them(rssi: int | None, bars: int) -> None:
+    assert signal_bars(rssi) == bars
