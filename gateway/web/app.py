@@ -4,8 +4,10 @@ page's own script and style (`static/`: nothing is fetched from elsewhere)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
@@ -45,6 +47,13 @@ _DOCS_POLICY = (
 )
 
 
+def _own_command() -> str:
+    """This installation's `bedside-gateway` (on a Pi, in the service's venv: not on
+    root's PATH), as the page tells how to set a password."""
+    beside = Path(sys.executable).with_name("bedside-gateway")
+    return str(beside) if beside.is_file() else "bedside-gateway"
+
+
 def create_app(service: GatewayService) -> FastAPI:
     config = service.config
     web = config.web
@@ -52,7 +61,7 @@ def create_app(service: GatewayService) -> FastAPI:
         service.directory.timezone, config.gateway.id, secure=web.tls_cert is not None
     )
     source = config.source
-    command = "sudo bedside-gateway set-password" + (f" --config {source}" if source else "")
+    command = f"sudo {_own_command()} set-password" + (f" --config {source}" if source else "")
     gate = Gate(
         PasswordFile(config.password_path),
         SessionBook(web.session_idle_s, service.monotonic),

@@ -174,10 +174,13 @@ class SessionBook:
         self._open[_digest(session.token)] = session
         return session
 
-    def get(self, token: str | None, password_version: str | None = None) -> Session | None:
-        """The open session of `token`, its idle time restarted; None (and the session
-        ended) when it has been idle too long, or was opened under another password
-        than `password_version` (when given)."""
+    def get(
+        self, token: str | None, password_version: str | None = None, *, touch: bool = True
+    ) -> Session | None:
+        """The open session of `token`, its idle time restarted (unless not `touch`: a
+        request no person made); None (and the session ended) when it has been idle too
+        long, or was opened under another password than `password_version` (when
+        given)."""
         if not token:
             return None
         key = _digest(token)
@@ -189,8 +192,9 @@ class SessionBook:
         if stale or now - session.last_seen > self._idle_s:
             del self._open[key]
             return None
-        session.last_seen = now
-        self._open.move_to_end(key)
+        if touch:
+            session.last_seen = now
+            self._open.move_to_end(key)
         return session
 
     def close(self, token: str) -> None:

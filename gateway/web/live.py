@@ -40,13 +40,18 @@ class LiveEvents:
             listener.pending.update(topics)
             listener.wake.set()
 
-    async def changes(self) -> AsyncIterator[list[str]]:
-        """The topics that moved, sorted, each time some did (one listener per call)."""
+    async def changes(self, quiet_s: float | None = None) -> AsyncIterator[list[str]]:
+        """The topics that moved, sorted, each time some did (one listener per call);
+        an empty list after `quiet_s` with none, so the caller can look around."""
         listener = _Listener()
         self._listeners.add(listener)
         try:
             while True:
-                await listener.wake.wait()
+                try:
+                    await asyncio.wait_for(listener.wake.wait(), quiet_s)
+                except TimeoutError:
+                    yield []
+                    continue
                 await asyncio.sleep(self._coalesce_s)
                 listener.wake.clear()
                 topics, listener.pending = sorted(t.value for t in listener.pending), set()

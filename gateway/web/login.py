@@ -65,8 +65,18 @@ class Gate:
 
     def session(self, request: Request) -> Session | None:
         """The request's login; one opened under an earlier password (set-password on
-        the running gateway) has ended."""
-        return self.sessions.get(request.cookies.get(SESSION_COOKIE), self.passwords.version)
+        the running gateway) has ended. The page's own live updates (the event stream,
+        the parts it fetches again) do not count as use: an open page left alone still
+        signs out after `web.session_idle_s`."""
+        return self.sessions.get(
+            request.cookies.get(SESSION_COOKIE),
+            self.passwords.version,
+            touch=_by_a_person(request),
+        )
+
+    def still_open(self, session: Session) -> bool:
+        """Whether `session` is still signed in (for the event stream it keeps open)."""
+        return self.sessions.get(session.token, self.passwords.version, touch=False) is not None
 
     async def __call__(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -74,7 +84,7 @@ class Gate:
         path = request.url.path
         if path.startswith(_OPEN):
             return await call_next(request)
-        wants_json = path.startswith(("/api/", "/openapi.json", "/events"))
+        wants_json = path != "/api/docs" and path.startswith(("/api/", "/openapi.json", "/events"))
         if not self.passwords.is_set():
             if wants_json:
                 return JSONResponse(
@@ -112,6 +122,10 @@ class Gate:
             secure=self.renderer.secure,
             path="/",
         )
+
+
+def _by_a_person(request: Request) -> bool:
+    return request.url.path != "/events" and "x-live-parts" not in request.headers
 
 
 def login_router(gate: Gate) -> APIRouter:

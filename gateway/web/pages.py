@@ -8,6 +8,7 @@ nothing is changed."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +17,10 @@ from fastapi.responses import RedirectResponse
 from sse_starlette.sse import EventSourceResponse
 from starlette.datastructures import FormData
 
-from drivers.kinds import KINDS
+from drivers.kinds import KINDS, DeviceKind, KeyUse
 from drivers.measurement import Metric, Site
 from gateway.care import CareError, Channel, Conflict, Invalid, NotFound
-from gateway.commissioning import KeyProblem, KeyRefused
+from gateway.commissioning import KeyProblem, KeyRefused, takes_role
 from gateway.config import CODE
 from gateway.model import DoorRole, RiskGrade
 from gateway.web import views
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 _VITALS_SPAN = timedelta(hours=1)
 _TEMPERATURE_SPAN = timedelta(days=14)
 _CHART_POINTS = 360
+#: How often an open event stream checks that its login is still open.
+_STREAM_CHECK_S = 10.0
 
 
 class FormRefused(Exception):
@@ -93,7 +96,10 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
     def context(request: Request, **values: Any) -> dict[str, Any]:
         session = request.state.session
         health = service.health()
-        light, reasons = views.traffic_light(health, datetime.now(UTC))
+        bluetooth_used = any(KINDS[d["kind"]].bluetooth for d in service.device_records())
+        light, reasons = views.traffic_light(
+            health, datetime.now(UTC), bluetooth_used=bluetooth_used
+        )
         return {
             "light": light,
             "reasons": reasons,
@@ -129,7 +135,7 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
             "overview.html",
             context(
                 request,
-                alerts=await service.active_alerts(),
+                alerts=views.most_urgent_first(await service.active_alerts()),
                 devices=service.device_records(),
                 subjects=service.subjects(),
                 isolations={
@@ -164,7 +170,9 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
                 subject=subject,
                 isolation=isolation,
                 ledger=list(reversed(ledger)),
-                alerts=views.for_subject(await service.active_alerts(), code),
+                alerts=views.most_urgent_first(
+                    views.for_subject(await service.active_alerts(), code)
+                ),
                 devices=views.for_subject(service.device_records(), code),
                 grades=list(RiskGrade),
                 today=now.astimezone(render.zone).date().isoformat(),
@@ -288,12 +296,17 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
         )
         if candidate is None:
             raise HTTPException(404, "nearby")
+        # The fields follow the kind chosen (the form's, or the switch's), else the guess.
+        chosen = str((form or {}).get("kind") or request.query_params.get("kind") or "")
+        kind = KINDS.get(chosen) or KINDS[candidate.kind]
         return render.page(
             request,
             "bind.html",
             context(
                 request,
                 candidate=candidate,
+                kind=kind,
+                asks=_BindAsks.of(kind),
                 kinds=KINDS,
                 subjects=service.subjects(),
                 sites=list(Site),
@@ -344,12 +357,18 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
     async def events(request: Request) -> EventSourceResponse:
         """Server-sent events: `changed` with the topics that moved (see live.py)."""
 
+        session = request.state.session
+
         async def stream() -> AsyncIterator[dict[str, str]]:
             yield {"event": "hello", "data": "{}"}
-            async for topics in live.changes():
+            async for topics in live.changes(quiet_s=_STREAM_CHECK_S):
                 if await request.is_disconnected():
                     return
-                yield {"event": "changed", "data": " ".join(topics)}
+                if not gate.still_open(session):  # logged out, idle, a new password
+                    yield {"event": "signed-out", "data": "{}"}
+                    return
+                if topics:
+                    yield {"event": "changed", "data": " ".join(topics)}
 
         return EventSourceResponse(stream(), ping=15)
 
@@ -375,14 +394,39 @@ def _isolation_fields(form: FormData, render: Renderer) -> tuple[datetime | None
     return datetime(start.year, start.month, start.day, tzinfo=render.zone), days
 
 
+@dataclass(frozen=True, slots=True)
+class _BindAsks:
+    """What the bind form asks for a kind: a site (a thermometer), a door role and a key
+    (door sensors: none, optional, required), whether it is worn all the time (an
+    oximeter: then a silence is alerted)."""
+
+    site: bool
+    role: bool
+    key: KeyUse
+    worn: bool
+
+    @classmethod
+    def of(cls, kind: DeviceKind) -> _BindAsks:
+        role = takes_role(kind)
+        return cls(kind.has_site, role, kind.key, not (kind.has_site or role))
+
+
+#: An oximeter worn all the time reports every second: silent for
+#: `rules.device_silent.missed_reports` of these (and `min_silence_s`), it alerts.
+_WORN_REPORT_INTERVAL_S = 5
+
+
 def _device_fields(
     form: FormData, address: str, replacing: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """One `[[devices]]` entry from the bind form (checked by the care service)."""
+    """One `[[devices]]` entry from the bind form (checked by the care service). Fields
+    left at "as before" (empty) when replacing are carried over from the old device."""
     kind = str(form.get("kind", ""))
     if kind not in KINDS:
         raise FormRefused(N_("This value is not accepted: %(field)s"), "kind")
     fields: dict[str, Any] = {"kind": kind, "address": address.upper()}
+    if form.get("worn") and _BindAsks.of(KINDS[kind]).worn:
+        fields["report_interval_s"] = _WORN_REPORT_INTERVAL_S
     subject = str(form.get("subject") or form.get("new_subject") or "").strip()
     if replacing is not None:
         subject = subject or (replacing.get("subject") or "")

@@ -14,7 +14,7 @@ from drivers.listener import AdapterState
 from gateway.web.labels import N_, PARTS
 
 #: Readings still undelivered after this long turn the light yellow (an outage may be
-#: brief); a broker away this long, red.
+#: brief), and red while the broker is away: they are not reaching the township.
 _WAITING_S = 60.0
 
 
@@ -40,26 +40,32 @@ class Reason:
         }
 
 
-def traffic_light(health: dict[str, Any], now: datetime) -> tuple[Light, list[Reason]]:
-    """Green: collecting, storing and delivering. Yellow: working, but readings wait or
-    the clock is unsure. Red: a part is down or the broker is unreachable."""
+def traffic_light(
+    health: dict[str, Any], now: datetime, *, bluetooth_used: bool = True
+) -> tuple[Light, list[Reason]]:
+    """Green: collecting, storing and delivering. Yellow: working, but readings wait, the
+    broker is being reached, or the clock is unsure. Red: a part is down, readings have
+    waited a minute for a broker that is away, or the Bluetooth adapter its devices
+    (`bluetooth_used`) need is unavailable."""
     red: list[Reason] = []
     yellow: list[Reason] = []
     broker, queue = health["broker"], health["queue"]
     for fault in health["faults"]:
         part = PARTS.get(fault["part"], fault["part"])
         red.append(Reason(N_("Not working: %(part)s"), {"part": part}, fault["since"]))
-    if broker["state"] != "connected":
-        red.append(Reason(N_("The township's server cannot be reached"), {}))
     oldest = queue["oldest_undelivered_at"]
     waiting_s = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
-    if queue["undelivered"] and waiting_s >= _WAITING_S:
+    overdue = queue["undelivered"] > 0 and waiting_s >= _WAITING_S
+    if broker["state"] != "connected":
+        away = Reason(N_("The township's server cannot be reached"), {})
+        (red if overdue else yellow).append(away)
+    if overdue:
         yellow.append(
             Reason(N_("%(n)s readings wait to be sent"), {"n": queue["undelivered"]}, oldest)
         )
     if health["clock"] == "unsynced":
         yellow.append(Reason(N_("The clock is not synchronised"), {}))
-    if health["bluetooth"]["state"] == AdapterState.UNAVAILABLE.value:
+    if bluetooth_used and health["bluetooth"]["state"] == AdapterState.UNAVAILABLE.value:
         red.append(Reason(N_("The Bluetooth adapter is unavailable"), {}))
     if red:
         return Light.RED, red + yellow
@@ -74,7 +80,9 @@ class IsolationView:
     end: date
     day: int  # day n of the isolation today (1: its first date)
     days: int
-    days_left: int
+    #: When it ends (start + days, at the time of day it started; or when ended early).
+    end_at: datetime
+    days_left: int  # whole days after today
     isolated: bool
     ended_early: bool
 
@@ -93,7 +101,8 @@ def isolation_view(subject: dict[str, Any], zone: tzinfo, now: datetime) -> Isol
         end=end.date(),
         day=max(1, min(day, isolation["days"])),
         days=isolation["days"],
-        days_left=max(0, (end.date() - today).days),
+        end_at=end,
+        days_left=max(0, isolation["days"] - max(day, 0)),
         isolated=bool(subject.get("isolated")),
         ended_early=bool(isolation["ended_early"]),
     )
@@ -110,6 +119,26 @@ def signal_bars(rssi: int | None) -> int:
     if rssi is None:
         return 0
     return sum(rssi >= edge for edge in (-90, -80, -70, -60))
+
+
+#: The order alerts are listed in: the body first, most severe first; then the routine,
+#: the isolation, the equipment.
+_CLASS_ORDER = ["physiological", "isolation", "adherence", "technical"]
+_SEVERITY_ORDER = ["critical", "high", "warning", None]
+
+
+def most_urgent_first(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Not yet acknowledged before acknowledged; then by class and severity; then the
+    newest first."""
+    newest_first = sorted(alerts, key=lambda a: a["raised_at"], reverse=True)
+    return sorted(
+        newest_first,
+        key=lambda a: (
+            a["acknowledged_by"] is not None,
+            _CLASS_ORDER.index(a["class"]),
+            _SEVERITY_ORDER.index(a["severity"]),
+        ),
+    )
 
 
 def for_subject(items: list[dict[str, Any]], code: str) -> list[dict[str, Any]]:

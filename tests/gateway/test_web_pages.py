@@ -64,9 +64,10 @@ async def test_until_a_password_is_set_the_page_says_how_and_shows_nothing_else(
                 assert "bedside-gateway set-password --config" in page.text
                 shown = page.text.split("<main>", 1)[1]  # (the language links keep the path)
                 assert "bed-9" not in shown and "cms50" not in shown
-            for path in ("/api/status", "/api/subjects", "/openapi.json", "/api/docs"):
+            for path in ("/api/status", "/api/subjects", "/openapi.json"):
                 answer = await web.get(path)
                 assert answer.status_code == 503 and "set-password" in answer.json()["detail"]
+            assert (await web.get("/api/docs")).status_code == 503
             assert (await web.get("/healthz")).json() == {"status": "ok"}
 
 
@@ -82,8 +83,10 @@ async def test_every_page_and_api_route_needs_the_login(
                 assert page.status_code == 303
                 assert page.headers["location"].startswith("/login?next=")
                 assert "bed-9" not in page.text
-            for path in ("/api/status", "/api/readings", "/openapi.json", "/api/docs", "/events"):
+            for path in ("/api/status", "/api/readings", "/openapi.json", "/events"):
                 assert (await web.get(path)).status_code == 401, path
+            docs = await web.get("/api/docs")  # a page: to the login, as the others
+            assert docs.status_code == 303 and docs.headers["location"].startswith("/login")
             posted = await web.post("/subjects/bed-9/grade", data={"risk_grade": "red"})
             assert posted.status_code == 303 and posted.headers["location"].startswith("/login")
         assert service.subjects()[0]["risk_grade"] == "green"
@@ -282,3 +285,38 @@ async def test_the_api_docs_come_from_the_gateway_itself(
         asset = await web.get("/api/docs/assets/swagger-ui-bundle.js")
         assert asset.status_code == 200 and len(asset.content) > 100_000
         assert (await web.get("/openapi.json")).json()["paths"]["/api/status"]
+
+
+@pytest.mark.asyncio
+async def test_an_open_page_left_alone_still_signs_out_and_its_stream_ends(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The page's own live updates are no sign of a person: they keep neither the login
+    nor its event stream open."""
+    clocks = Clocks()
+    async with started(tmp_path, mosquitto.port, clocks) as service, signed_in(service) as web:
+        idle_s = service.config.web.session_idle_s
+        assert (await web.get("/")).status_code == 200
+        clocks.advance(idle_s - 1)
+        live = await web.get("/", headers={"X-Live-Parts": "alerts devices"})
+        assert live.status_code == 200
+        clocks.advance(2)  # idle_s + 1 after the person's last request
+        assert (await web.get("/", headers={"X-Live-Parts": "alerts"})).status_code == 303
+    (tmp_path / "again").mkdir()
+    async with (
+        started(tmp_path / "again", mosquitto.port, clocks) as service,
+        signed_in(service) as web,
+    ):
+        csrf = form_token((await web.get("/")).text)
+        async with web.stream("GET", "/events") as events:
+            lines = events.aiter_lines()
+            assert await anext(lines) == "event: hello"
+            await until(lambda: service.live.listeners == 1, what="the page listening")
+            assert (await web.post("/logout", data={"csrf": csrf})).status_code == 303
+            service.pipeline.on_measurements(PORT_PATH, [Measurement(Metric.SPO2, 97)])
+
+            async def told() -> list[str]:
+                return [line async for line in lines if line.startswith("event:")]
+
+            assert await asyncio.wait_for(told(), 10) == ["event: signed-out"]
+        await until(lambda: service.live.listeners == 0, what="the stream closed")

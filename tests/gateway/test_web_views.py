@@ -10,7 +10,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.web.i18n import translations
-from gateway.web.views import Light, isolation_view, signal_bars, traffic_light
+from gateway.web.views import (
+    Light,
+    isolation_view,
+    most_urgent_first,
+    signal_bars,
+    traffic_light,
+)
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
@@ -51,10 +57,21 @@ def test_green_only_when_readings_are_collected_stored_and_delivered() -> None:
             ["120 readings wait to be sent"],
         ),
         ({"clock": "unsynced"}, Light.YELLOW, ["The clock is not synchronised"]),
-        (
-            {"broker": {"state": "disconnected"}},
-            Light.RED,
+        (  # nothing lost yet: being reached
+            {"broker": {"state": "connecting"}},
+            Light.YELLOW,
             ["The township's server cannot be reached"],
+        ),
+        (  # a minute's readings not reaching the township
+            {
+                "broker": {"state": "disconnected"},
+                "queue": {
+                    "undelivered": 60,
+                    "oldest_undelivered_at": (NOW - timedelta(seconds=61)).isoformat(),
+                },
+            },
+            Light.RED,
+            ["The township's server cannot be reached", "60 readings wait to be sent"],
         ),
         (
             {"faults": [{"part": "store", "reason": "disk full", "since": NOW.isoformat()}]},
@@ -73,6 +90,13 @@ def test_yellow_when_readings_wait_red_when_a_part_is_down(
 ) -> None:
     shown, reasons = traffic_light(health(**changes), NOW)
     assert shown is light and said(reasons) == lines
+
+
+def test_an_adapter_no_device_needs_leaves_the_light_green() -> None:
+    """A USB-only gateway on which someone opened "Add a device" with no adapter."""
+    unavailable = health(bluetooth={"state": "unavailable"})
+    assert traffic_light(unavailable, NOW, bluetooth_used=False)[0] is Light.GREEN
+    assert traffic_light(unavailable, NOW, bluetooth_used=True)[0] is Light.RED
 
 
 def test_a_fault_is_told_in_chinese_with_the_parts_name() -> None:
@@ -97,7 +121,8 @@ def test_an_isolation_is_told_in_local_days() -> None:
     view = isolation_view(subject, shanghai, NOW)  # 16:00 on 12-01 in Shanghai
     assert view is not None
     assert (view.start, view.end) == (date(2026, 11, 25), date(2026, 12, 9))
-    assert (view.day, view.days, view.days_left) == (7, 14, 8)
+    assert (view.day, view.days, view.days_left) == (7, 14, 7)
+    assert view.end_at == start + timedelta(days=14)
     assert isolation_view({"isolation": None}, shanghai, NOW) is None
 
 
@@ -106,3 +131,25 @@ def test_an_isolation_is_told_in_local_days() -> None:
 )
 def test_a_signal_is_drawn_in_bars_as_phones_draw_them(rssi: int | None, bars: int) -> None:
     assert signal_bars(rssi) == bars
+
+
+def test_alerts_are_listed_most_urgent_first() -> None:
+    def alert(name: str, cls: str, severity: str | None, raised: int, by: str | None = None):
+        return {
+            "id": name,
+            "class": cls,
+            "severity": severity,
+            "raised_at": f"2026-12-01T08:{raised:02d}:00+00:00",
+            "acknowledged_by": by,
+        }
+
+    alerts = [
+        alert("battery", "technical", None, 1),
+        alert("fever", "physiological", "warning", 2),
+        alert("spo2-seen", "physiological", "critical", 3, by="doctor-07"),
+        alert("spo2", "physiological", "critical", 4),
+        alert("door", "isolation", None, 5),
+        alert("fever-newer", "physiological", "warning", 6),
+    ]
+    order = [a["id"] for a in most_urgent_first(alerts)]
+    assert order == ["spo2", "fever-newer", "fever", "door", "battery", "spo2-seen"]

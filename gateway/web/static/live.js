@@ -6,6 +6,10 @@
 // (X-Live-Parts), so the gateway draws only those. A lost stream is shown, and
 // EventSource reconnects by itself; on reconnecting every part is fetched again.
 "use strict";
+// A select marked data-submit sends its form when changed (the bind form's kind).
+for (const select of document.querySelectorAll("select[data-submit]")) {
+  select.addEventListener("change", () => select.form.submit());
+}
 (function () {
   const banner = document.getElementById("offline");
   let pending = new Set();
@@ -60,6 +64,8 @@
     document.body.dataset.live = "connected";
   });
   events.addEventListener("changed", e => refresh(e.data.split(" ")));
+  // Signed out (idle, logout elsewhere, a new password): the login page.
+  events.addEventListener("signed-out", () => { events.close(); location.reload(); });
   events.onerror = () => {
     if (banner) banner.hidden = false;
     document.body.dataset.live = "lost";
