@@ -4,8 +4,9 @@
 # Each does its own set-up: a virtual environment in .venv (for the tests also the AsyncAPI
 # CLI in node_modules, from the npm registry), and as root on Debian /
 # Raspberry Pi OS, what is missing through apt: mosquitto for both; for the tests also
-# Chromium, dbus-daemon, systemd (systemd-analyze checks the unit) and the headers
-# dbus-python builds against.
+# Chromium and a Chinese font (the browser tests lay the page out and take its
+# screenshots as a phone shows it), dbus-daemon, systemd (systemd-analyze checks the
+# unit) and the headers dbus-python builds against.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -18,7 +19,7 @@ demo: $(VENV)/.installed-run
 	$(BIN)/bedside-gateway demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed-test node_modules/.installed
-	@$(MAKE) --no-print-directory system-packages PACKAGES="mosquitto chromium dbus-daemon systemd"
+	@$(MAKE) --no-print-directory system-packages PACKAGES="mosquitto chromium fonts-noto-cjk dbus-daemon systemd"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from gateway import __version__, systemd
 from gateway.care import CareService
@@ -48,6 +49,8 @@ from gateway.web.live import LiveEvents, Topic
 log = logging.getLogger(__name__)
 
 _SUPERVISE_EVERY_S = 1.0
+#: How long the page's server waits at stop for requests still running.
+_WEB_SHUTDOWN_S = 2
 _SIZE_CHECK_EVERY_S = 60.0
 #: Counting the undelivered rows scans the backlog (tens of ms at a million rows), so
 #: the queue figures on the page and in `status` are refreshed less often than 1 s.
@@ -191,6 +194,7 @@ class GatewayService:
         self._persisted_counters: dict[str, int] = {}
         self.supervisor = Supervisor()
         self._web: _EmbeddedServer | None = None
+        self._app: FastAPI | None = None
         self.web_url = ""
 
     # --- lifecycle -------------------------------------------------------------------
@@ -240,6 +244,7 @@ class GatewayService:
         await self._stop_step("saving the rules' timers", self._save_rule_state())
         if self._web is not None:
             self._web.should_exit = True
+        self.live.close()  # open pages' event streams end, so the server can
         await self.supervisor.stop("web", cancel=False)
         await self._stop_step("offline status", self.uplink.say_offline())
         await self.supervisor.stop("uplink")
@@ -283,11 +288,14 @@ class GatewayService:
         self.web_url = f"{'https' if web.tls else 'http'}://{host}:{port}/"
 
     async def _serve_web(self) -> None:
-        """One uvicorn server on our loop, a new one after each failure; returns only
-        when `stop` set `should_exit`."""
+        """One uvicorn server on our loop, a new one after each failure (the same app:
+        its logins and the login rate limit survive it); returns only when `stop` set
+        `should_exit`."""
         web = self.config.web
+        if self._app is None:
+            self._app = create_app(self)
         server_config = uvicorn.Config(
-            create_app(self),
+            self._app,
             host=web.host,
             port=web.port,
             ssl_certfile=web.tls_cert,
@@ -295,6 +303,8 @@ class GatewayService:
             log_config=None,
             access_log=False,
             lifespan="off",
+            # A request still running at stop (a page's event stream) is cut after this.
+            timeout_graceful_shutdown=_WEB_SHUTDOWN_S,
         )
         self._web = _EmbeddedServer(server_config)
         await self._web.serve()

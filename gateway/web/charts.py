@@ -160,8 +160,8 @@ def temperature_chart(
         *_day_grid(axis, tz, panel),
         f'<line class="fever-line" x1="{_LEFT}" x2="{_WIDTH - _RIGHT}" y1="{y_fever:.1f}"'
         f' y2="{y_fever:.1f}" stroke="{_FEVER_COLOUR}" stroke-width="1" stroke-dasharray="6 3"/>',
-        f'<text class="fever-label" x="{_WIDTH - _RIGHT}" y="{y_fever - 3:.1f}"'
-        f' text-anchor="end" fill="{_FEVER_COLOUR}">{escape(labels.fever_line)}</text>',
+        f'<text class="fever-label" x="{_LEFT + 4}" y="{y_fever - 3:.1f}"'
+        f' fill="{_FEVER_COLOUR}">{escape(labels.fever_line)}</text>',
         *_line(shown, axis, panel, TEMPERATURE_GAP, _TEMPERATURE_COLOUR, dots=False),
         *(
             _dot(axis.x(at), panel.y(v), _FEVER_COLOUR if v >= fever_line else _TEMPERATURE_COLOUR)
@@ -308,10 +308,16 @@ def _day_grid(axis: _TimeAxis, tz: tzinfo, panel: _Panel) -> list[str]:
 
 
 def _time_labels(axis: _TimeAxis, ticks: Iterable[tuple[datetime, str]], y: float) -> list[str]:
-    """Centred under their tick; one too near the right edge to fit is left out."""
-    return [
-        f'<text class="time" x="{x:.1f}" y="{y + 15:.1f}" text-anchor="middle"'
-        f' fill="currentColor">{escape(label)}</text>'
-        for at, label in ticks
-        if (x := axis.x(at)) <= _WIDTH - _TIME_LABEL_GAP / 3
-    ]
+    """Centred under their tick; one at the left edge starts there (centred, it would
+    run under the lowest value's label); one too near the right edge is left out."""
+    labels = []
+    for at, label in ticks:
+        x = axis.x(at)
+        if x > _WIDTH - _TIME_LABEL_GAP / 3:
+            continue
+        anchor = "start" if x < _LEFT + _TIME_LABEL_GAP / 3 else "middle"
+        labels.append(
+            f'<text class="time" x="{max(x, _LEFT):.1f}" y="{y + 15:.1f}"'
+            f' text-anchor="{anchor}" fill="currentColor">{escape(label)}</text>'
+        )
+    return labels

@@ -63,9 +63,9 @@ SEVERITIES: Mapping[Severity, str] = {
 }
 
 RISK_GRADES: Mapping[RiskGrade, str] = {
-    RiskGrade.GREEN: N_("green"),
-    RiskGrade.YELLOW: N_("yellow"),
-    RiskGrade.RED: N_("red"),
+    RiskGrade.GREEN: N_("Green"),
+    RiskGrade.YELLOW: N_("Yellow"),
+    RiskGrade.RED: N_("Red"),
 }
 
 DOOR_ROLES: Mapping[DoorRole, str] = {
@@ -153,18 +153,18 @@ DEVICE_KINDS: Mapping[str, str] = {
 
 #: The usual names of measurement windows; another name is shown as it is.
 WINDOWS: Mapping[str, str] = {
-    "morning": N_("morning"),
-    "noon": N_("noon"),
-    "afternoon": N_("afternoon"),
-    "evening": N_("evening"),
-    "night": N_("night"),
+    "morning": N_("Morning"),
+    "noon": N_("Noon"),
+    "afternoon": N_("Afternoon"),
+    "evening": N_("Evening"),
+    "night": N_("Night"),
 }
 
 LEDGER_STATUSES: Mapping[str, str] = {
-    "measured": N_("measured"),
-    "missed": N_("missed"),
-    "pending": N_("not yet"),
-    "not_expected": N_("no thermometer"),
+    "measured": N_("Measured"),
+    "missed": N_("Missed"),
+    "pending": N_("Not yet"),
+    "not_expected": N_("No thermometer"),
 }
 
 #: Every table above of an enum, for the completeness test.

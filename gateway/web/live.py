@@ -29,10 +29,17 @@ class LiveEvents:
     def __init__(self, coalesce_s: float = 0.25) -> None:
         self._coalesce_s = coalesce_s
         self._listeners: set[_Listener] = set()
+        self._closed = False
 
     @property
     def listeners(self) -> int:
         return len(self._listeners)
+
+    def close(self) -> None:
+        """The service stops: every stream of changes ends."""
+        self._closed = True
+        for listener in self._listeners:
+            listener.wake.set()
 
     def notify(self, *topics: Topic) -> None:
         """Never blocks, from the event loop's thread."""
@@ -46,12 +53,14 @@ class LiveEvents:
         listener = _Listener()
         self._listeners.add(listener)
         try:
-            while True:
+            while not self._closed:
                 try:
                     await asyncio.wait_for(listener.wake.wait(), quiet_s)
                 except TimeoutError:
                     yield []
                     continue
+                if self._closed:
+                    return
                 await asyncio.sleep(self._coalesce_s)
                 listener.wake.clear()
                 topics, listener.pending = sorted(t.value for t in listener.pending), set()

@@ -11,6 +11,7 @@ match a cookie set with it (double submit), so another site cannot sign a browse
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -188,7 +189,7 @@ def login_router(gate: Gate) -> APIRouter:
                 error="locked",
                 status_code=429,
                 next_path=target,
-                retry_after=int(wait) + 1,
+                retry_after=math.ceil(wait),
             )
         gate.limiter.succeeded(client)
         session = gate.sessions.open(gate.passwords.version)

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 _VITALS_SPAN = timedelta(hours=1)
 _TEMPERATURE_SPAN = timedelta(days=14)
 _CHART_POINTS = 360
-#: How often an open event stream checks that its login is still open.
+#: How often an open event stream checks that its login is still open, and tells the
+#: page it is alive when nothing changed (static/live.js: a stream silent three times
+#: as long is shown as lost).
 _STREAM_CHECK_S = 10.0
 
 
@@ -297,7 +299,8 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
         if candidate is None:
             raise HTTPException(404, "nearby")
         # The fields follow the kind chosen (the form's, or the switch's), else the guess.
-        chosen = str((form or {}).get("kind") or request.query_params.get("kind") or "")
+        posted = form.get("kind") if form is not None else None
+        chosen = str(posted or request.query_params.get("kind") or "")
         kind = KINDS.get(chosen) or KINDS[candidate.kind]
         return render.page(
             request,
@@ -369,8 +372,10 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
                     return
                 if topics:
                     yield {"event": "changed", "data": " ".join(topics)}
+                else:  # seen by the page's script (a ping is not): the link is alive
+                    yield {"event": "alive", "data": "{}"}
 
-        return EventSourceResponse(stream(), ping=15)
+        return EventSourceResponse(stream())
 
     return router
 

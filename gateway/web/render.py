@@ -14,6 +14,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from drivers.measurement import UNITS
 from gateway.web import labels, views
 from gateway.web.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, Speech, negotiate, translations
 
@@ -28,6 +29,7 @@ def _environment(locale: str) -> Environment:
         lstrip_blocks=True,
     )
     env.filters["bars"] = views.signal_bars
+    env.filters["number"] = views.number
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     return env
 
@@ -75,6 +77,8 @@ class Renderer:
                     "html_lang": locale.replace("_", "-"),
                     "languages": LANGUAGE_NAMES,
                     "labels": labels,
+                    "views": views,
+                    "units": UNITS,
                     "translate": translations(locale).gettext,
                     "say": Speech(locale, self.zone, datetime.now(UTC)),
                     "gateway_id": self.gateway_id,

@@ -11,6 +11,9 @@ from enum import StrEnum
 from typing import Any
 
 from drivers.listener import AdapterState
+from drivers.measurement import Metric
+from gateway.model import AlertKind
+from gateway.web.i18n import NEVER
 from gateway.web.labels import N_, PARTS
 
 #: Readings still undelivered after this long turn the light yellow (an outage may be
@@ -139,6 +142,28 @@ def most_urgent_first(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             _SEVERITY_ORDER.index(a["severity"]),
         ),
     )
+
+
+#: The metric each physiological alert's value is of (its unit, its digits).
+ALERT_METRICS: dict[str, Metric] = {
+    AlertKind.LOW_SPO2: Metric.SPO2,
+    AlertKind.FEVER: Metric.BODY_TEMPERATURE,
+    AlertKind.HYPOTHERMIA: Metric.BODY_TEMPERATURE,
+    AlertKind.TACHYCARDIA: Metric.PULSE_RATE,
+    AlertKind.BRADYCARDIA: Metric.PULSE_RATE,
+}
+
+
+def number(value: float | int | bool | None, metric: str | None = None) -> str:
+    """A value as a clinician reads it: a temperature with one decimal (36.8), SpO2 and
+    pulse whole when they are (97, not 97.0)."""
+    if value is None:
+        return NEVER
+    if metric == Metric.BODY_TEMPERATURE:
+        return f"{value:.1f}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def for_subject(items: list[dict[str, Any]], code: str) -> list[dict[str, Any]]:

@@ -110,6 +110,8 @@ def test_time_ticks_are_local_clock_times() -> None:
     svg = vitals_chart([], start=START, end=END, tz=SHANGHAI, labels=LABELS)
     # Every 10 minutes; 15:00 would not fit at the right edge.
     assert texts(parse(svg), "time") == ["14:00", "14:10", "14:20", "14:30", "14:40", "14:50"]
+    (first, *_) = (t for t in parse(svg).iter(f"{SVG}text") if t.get("class") == "time")
+    assert first.get("text-anchor") == "start"  # not under the lowest value's label
     new_york = ZoneInfo("America/New_York")
     svg = vitals_chart([], start=START, end=END, tz=new_york, labels=LABELS)
     assert texts(parse(svg), "time")[:2] == ["01:00", "01:10"]

@@ -3,8 +3,12 @@
 // and translated by the gateway, and swapped in. A part holding the focus (a form being
 // filled in) waits for the next change; a part marked data-live-every="S" (the charts)
 // is fetched at most every S seconds. The request names the parts it wants
-// (X-Live-Parts), so the gateway draws only those. A lost stream is shown, and
-// EventSource reconnects by itself; on reconnecting every part is fetched again.
+// (X-Live-Parts), so the gateway draws only those.
+// The connection is shown as lost (#offline) when a fetch fails, the browser is offline,
+// or the stream has said nothing for 30 s (it says "alive" every 10 s); it is shown
+// again as working by the next event or fetch that succeeds. EventSource reconnects by
+// itself; when it gives up (the gateway restarted: this login ended) the page reloads,
+// which leads to the sign-in.
 "use strict";
 // A select marked data-submit sends its form when changed (the bind form's kind).
 for (const select of document.querySelectorAll("select[data-submit]")) {
@@ -12,9 +16,16 @@ for (const select of document.querySelectorAll("select[data-submit]")) {
 }
 (function () {
   const banner = document.getElementById("offline");
+  const SILENT_MS = 30000;
   let pending = new Set();
   let busy = false;
+  let heardAt = Date.now();
   const fetchedAt = new Map();
+
+  function connected(yes) {
+    if (banner) banner.hidden = yes;
+    document.body.dataset.live = yes ? "connected" : "lost";
+  }
 
   function due(part) {
     const every = Number(part.dataset.liveEvery || 0) * 1000;
@@ -42,32 +53,40 @@ for (const select of document.querySelectorAll("select[data-submit]")) {
           const next = fresh.getElementById(part.id);
           if (!next) continue;
           if (part.contains(document.activeElement) && document.activeElement !== document.body) {
-            part.dataset.stale = "1";  // being filled in: swapped at the next change
-            continue;
+            continue;  // being filled in: swapped at the next change
           }
           fetchedAt.set(part.id, Date.now());
           if (part.innerHTML !== next.innerHTML) part.innerHTML = next.innerHTML;
           part.className = next.className;
-          delete part.dataset.stale;
         }
+        if (events.readyState === EventSource.OPEN && navigator.onLine) connected(true);
       }
     } catch (e) {
-      if (banner) banner.hidden = false;
+      connected(false);
     } finally {
       busy = false;
     }
   }
 
   const events = new EventSource("/events");
+  function heard() {
+    heardAt = Date.now();
+    if (navigator.onLine) connected(true);
+  }
   events.addEventListener("hello", () => {
-    if (banner && !banner.hidden) { banner.hidden = true; refresh(["*"]); }
-    document.body.dataset.live = "connected";
+    const wasLost = document.body.dataset.live === "lost";
+    heard();
+    if (wasLost) refresh(["*"]);
   });
-  events.addEventListener("changed", e => refresh(e.data.split(" ")));
+  events.addEventListener("alive", heard);
+  events.addEventListener("changed", e => { heard(); refresh(e.data.split(" ")); });
   // Signed out (idle, logout elsewhere, a new password): the login page.
   events.addEventListener("signed-out", () => { events.close(); location.reload(); });
   events.onerror = () => {
-    if (banner) banner.hidden = false;
-    document.body.dataset.live = "lost";
+    connected(false);
+    if (events.readyState === EventSource.CLOSED) setTimeout(() => location.reload(), 5000);
   };
+  window.addEventListener("offline", () => connected(false));
+  window.addEventListener("online", () => refresh(["*"]));
+  setInterval(() => { if (Date.now() - heardAt > SILENT_MS) connected(false); }, 5000);
 })();
