@@ -7,10 +7,8 @@ second); the township server is a real MQTT subscriber with a persistent session
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from firmware_sim.cms50 import Cms50Simulator
 from gateway.broker import Mosquitto
 from tests.conftest import GatewayProcess, Subscriber, write_config
 from tests.contract import assert_contract
+from tests.gateway.helpers import PageApi
 
 DEVICE = "cms50-{}"
 
@@ -91,10 +90,10 @@ def test_broker_outage_loses_nothing_and_backlog_follows_live_data(
     gw = gateway_factory(config)
     sub.wait_for(lambda s: len(s.readings()) >= 6, 30, "readings before the outage")
     broker.stop()  # the township broker goes away; the oximeter keeps measuring
-    status_url = _status_url(gw)
+    status_url, api = _status_url(gw), PageApi(config)
     deadline = time.monotonic() + 30
     while True:  # the page's queue figures refresh every few seconds
-        queued = json.load(urllib.request.urlopen(status_url, timeout=5))
+        queued = api.get(status_url)
         if queued["queue"]["undelivered"] >= 10 or time.monotonic() > deadline:
             break
         time.sleep(0.5)

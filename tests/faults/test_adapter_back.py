@@ -5,8 +5,6 @@ virtual controller, which is not there at first, then is, then goes away and ret
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 from gateway.broker import Mosquitto, free_port
 from tests.conftest import GatewayProcess, Subscriber, write_config
 from tests.e2e.test_ble_to_broker import DEVICES, Simulator
+from tests.gateway.helpers import PageApi
 
 BLUETOOTH_DEVICES = {"hts-f00000000001", "plx-f00000000002"}
 
@@ -59,13 +58,14 @@ def test_an_adapter_missing_at_start_then_removed_and_put_back_is_picked_up(
     port = free_port()  # nothing listens here yet: the controller is not plugged in
     sub = subscriber_factory(mosquitto.port, "vitals/v1/#")
     adapter = f"bumble:tcp-client:127.0.0.1:{port}"
-    gw = gateway_factory(write_config(tmp_path, mosquitto.port, adapter=adapter, devices=DEVICES))
+    config = write_config(tmp_path, mosquitto.port, adapter=adapter, devices=DEVICES)
+    gw = gateway_factory(config)
 
     missing = sub.wait_for(adapter_is("unavailable"), 20, "the adapter shown unavailable")
     assert missing["adapter"] == adapter and missing["error"], missing
     sub.wait_for(rows_say_unavailable, 20, "the Bluetooth devices saying why they are not read")
     web = next(r["web"] for r in gw.log_records() if r.get("msg") == "gateway started")
-    api = json.load(urllib.request.urlopen(web + "api/status", timeout=5))["bluetooth"]
+    api = PageApi(config).get(web + "api/status")["bluetooth"]
     assert api["state"] in ("unavailable", "opening") and api["error"], api
     assert sub.readings() == []
 

@@ -15,14 +15,11 @@ backlog, and, with the gateway stopped, the store says what was ever committed.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import socket
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from drivers.serial.contec import Generation
@@ -37,6 +35,7 @@ from firmware_sim.cms50 import Cms50Simulator
 from gateway.broker import Mosquitto
 from tests.conftest import GatewayProcess, Subscriber
 from tests.e2e.test_delivery import _status_url, gateway_config, persistent_subscriber
+from tests.gateway.helpers import PageApi
 
 KILLS = 100
 #: Spawn to "gateway started" takes ~1.1 s here (0.9 s of it Python imports);
@@ -115,12 +114,11 @@ def _holds_open(pid: int, path: Path) -> bool:
     return False
 
 
-def _newest_committed(status_url: str) -> int:
+def _newest_committed(api: PageApi, status_url: str) -> int:
     url = status_url.removesuffix("api/status") + "api/readings?limit=1"
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            newest = json.load(response)
-    except (urllib.error.URLError, ConnectionError):
+        newest = api.get(url)
+    except (httpx.HTTPError, ConnectionError):
         return 0
     return int(newest[0]["seq"]) if newest else 0
 
@@ -163,6 +161,7 @@ def _committed_in(lives: list[Life], seq: int) -> str:
 class _Context:
     store: Path
     sub: Subscriber
+    api: PageApi
     #: The highest seq ever seen in the store, after the last kill.
     committed: int = 0
 
@@ -185,7 +184,7 @@ def _kill_at(point: Point, delay_s: float, gw: GatewayProcess, ctx: _Context) ->
     elif point is Point.OUTAGE:
         gw.wait_log("gateway started", WAIT_S)
         url, floor = _status_url(gw), ctx.committed + OUTAGE_READINGS
-        _poll(lambda: _newest_committed(url) >= floor, gw, "readings in the outage", 0.05)
+        _poll(lambda: _newest_committed(ctx.api, url) >= floor, gw, "readings in the outage", 0.05)
         time.sleep(delay_s)
     else:  # BACKLOG: kill while the rest of the backlog is in flight or being marked
         seen = _backlog_messages(ctx.sub)
@@ -218,7 +217,9 @@ def test_100_sigkills_at_random_points_lose_no_committed_reading(
                 f"mqtt://127.0.0.1:{no_broker.getsockname()[1]}",
             )
         )
-        ctx = _Context(store=(tmp_path / "data" / "gateway.sqlite3").resolve(), sub=sub)
+        ctx = _Context(
+            store=(tmp_path / "data" / "gateway.sqlite3").resolve(), sub=sub, api=PageApi(config)
+        )
         lives: list[Life] = []
         started = time.monotonic()
         while len(lives) < KILLS:

@@ -143,6 +143,37 @@ def signed_in_client(base_url: str, password_path: Path) -> Iterator[httpx.Clien
         yield web
 
 
+class PageApi:
+    """The JSON API of a gateway in a process of its own, signed in (again after the
+    gateway restarted: logins do not survive it)."""
+
+    def __init__(self, config: Path) -> None:
+        self._password_path = load_config(config).password_path
+        set_password(self._password_path)
+        self._web: httpx.Client | None = None
+
+    def get(self, url: str) -> Any:
+        """The JSON of `url` (the page's address + `api/...`); raises httpx errors."""
+        base = url.split("/api/", 1)[0]
+        for _attempt in range(2):
+            if self._web is None or str(self._web.base_url).rstrip("/") != base:
+                self.close()
+                self._web = httpx.Client(base_url=base, timeout=5)
+                answer = self._web.post("/login", data=login_form(self._web.get("/login").text))
+                assert answer.status_code == 303, answer.text
+            answer = self._web.get(url)
+            if answer.status_code != 401:
+                answer.raise_for_status()
+                return answer.json()
+            self.close()
+        raise AssertionError(f"{url}: still not signed in")
+
+    def close(self) -> None:
+        if self._web is not None:
+            self._web.close()
+            self._web = None
+
+
 def set_password(path: Path) -> None:
     passwords = PasswordFile(path)
     if not passwords.is_set():
