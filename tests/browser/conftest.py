@@ -217,6 +217,13 @@ async def open_tab(browser: Browser) -> AsyncIterator[OpenTab]:
         await context.close()
 
 
+async def signed_in_page(open_tab: OpenTab, gateway: Gateway) -> Page:
+    """A new tab, signed in, on the overview."""
+    tab = await open_tab()
+    await sign_in(tab, gateway)
+    return tab.page
+
+
 async def sign_in(tab: Tab, gateway: Gateway, password: str = PASSWORD) -> None:
     """Through the login form, to the overview."""
     page = tab.page

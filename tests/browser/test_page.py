@@ -36,6 +36,7 @@ from tests.browser.conftest import (
     StartGateway,
     Tab,
     sign_in,
+    signed_in_page,
     zh,
 )
 from tests.e2e.test_ble_to_broker import Simulator
@@ -167,9 +168,7 @@ async def test_a_form_with_a_tampered_csrf_token_is_refused_and_changes_nothing(
     gateway: Gateway, open_tab: OpenTab
 ) -> None:
     alert_id = await low_spo2_alert(gateway)
-    tab = await open_tab()
-    page = tab.page
-    await sign_in(tab, gateway)
+    page = await signed_in_page(open_tab, gateway)
     card = page.locator(f"[data-alert='{alert_id}']")
     await card.locator("input[name=by]").fill("doctor-07")
     await card.locator("input[name=csrf]").evaluate("input => { input.value = 'forged' }")
@@ -190,9 +189,7 @@ async def test_a_form_with_a_tampered_csrf_token_is_refused_and_changes_nothing(
 async def test_an_alert_arrives_on_the_open_overview_and_is_acknowledged_with_a_role_code(
     gateway: Gateway, open_tab: OpenTab
 ) -> None:
-    tab = await open_tab()
-    page = tab.page
-    await sign_in(tab, gateway)
+    page = await signed_in_page(open_tab, gateway)
     await expect(page.locator("#alerts .count")).to_have_text("0")
     await page.evaluate("window.notReloaded = true")
     alert_id = await low_spo2_alert(gateway)
@@ -228,9 +225,7 @@ async def test_an_alert_arrives_on_the_open_overview_and_is_acknowledged_with_a_
 async def test_a_reading_appears_on_the_open_device_page_without_a_reload(
     gateway: Gateway, open_tab: OpenTab
 ) -> None:
-    tab = await open_tab()
-    page = tab.page
-    await sign_in(tab, gateway)
+    page = await signed_in_page(open_tab, gateway)
     await page.goto(gateway.url(f"/devices/{DEVICE_ID}"))
     await expect(page.locator("#readings")).to_contain_text(zh("No reading yet"))
     await page.evaluate("window.notReloaded = true")
@@ -250,18 +245,16 @@ async def test_a_lost_connection_is_shown_and_the_page_recovers_by_itself(
     """The phone's network goes for a moment (the browser is put offline): a change the
     page cannot fetch shows the banner; back online, the next change is shown and the
     banner goes."""
-    tab = await open_tab()
-    page = tab.page
-    await sign_in(tab, gateway)
+    page = await signed_in_page(open_tab, gateway)
     await page.goto(gateway.url(f"/devices/{DEVICE_ID}"))
     banner = page.locator("#offline")
     await expect(page.locator("body")).to_have_attribute("data-live", "connected")
     await expect(banner).to_be_hidden()
-    await tab.context.set_offline(True)
+    await page.context.set_offline(True)
     gateway.spo2(94)
     await expect(banner).to_be_visible()
     await expect(banner).to_have_text(zh("Connection to the gateway lost: reconnecting…"))
-    await tab.context.set_offline(False)
+    await page.context.set_offline(False)
     gateway.spo2(96)
     await expect(page.locator("#readings li")).to_have_count(2)
     await expect(page.locator("#readings li").first).to_contain_text("96")
@@ -276,14 +269,12 @@ async def test_an_open_page_does_not_keep_the_gateway_from_stopping(
     systemd's patience), the page says the connection is lost, and once the gateway is
     back the page comes back by itself (to the sign-in: sessions are kept in memory)."""
     gateway = await start_gateway()
-    tab = await open_tab()
-    page = tab.page
-    await sign_in(tab, gateway)
+    page = await signed_in_page(open_tab, gateway)
     await expect(page.locator("body")).to_have_attribute("data-live", "connected")
     stopping = asyncio.create_task(gateway.stop())
     done, _pending = await asyncio.wait([stopping], timeout=20)
     if not done:
-        await tab.context.close()  # the page's event stream closed, the stop ends
+        await page.context.close()  # the page's event stream closed, the stop ends
         await stopping
         pytest.fail("the gateway did not stop while a page was open")
     await expect(page.locator("#offline")).to_be_visible()
@@ -298,9 +289,7 @@ async def test_an_open_page_does_not_keep_the_gateway_from_stopping(
 async def test_the_language_switch_turns_the_page_english_and_the_choice_is_kept(
     gateway: Gateway, open_tab: OpenTab
 ) -> None:
-    tab = await open_tab()
-    page = tab.page
-    await sign_in(tab, gateway)
+    page = await signed_in_page(open_tab, gateway)
     await page.goto(gateway.url(f"/subjects/{SUBJECT}"))
     await expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
     await expect(page.locator("#alerts h2")).to_contain_text(zh("Active alerts"))
@@ -465,9 +454,7 @@ async def test_a_nearby_oximeter_is_bound_to_a_new_bed_and_its_readings_arrive(
     ward: Simulator, start_gateway: StartGateway, open_tab: OpenTab
 ) -> None:
     gateway = await start_gateway(adapter=ward.adapter)
-    tab = await open_tab()
-    page = tab.page
-    await sign_in(tab, gateway)
+    page = await signed_in_page(open_tab, gateway)
     await page.locator("nav.tabs").get_by_role("link", name=zh("Add a device")).click()
     candidate = page.locator(f"#nearby [data-address='{OXIMETER}']")
     looks_like = message_pattern(zh("Looks like: %(kind)s"))
@@ -502,9 +489,7 @@ async def test_a_door_sensor_with_a_wrong_key_is_refused_and_not_bound(
     ward: Simulator, start_gateway: StartGateway, open_tab: OpenTab
 ) -> None:
     gateway = await start_gateway(adapter=ward.adapter)
-    tab = await open_tab()
-    page = tab.page
-    await sign_in(tab, gateway)
+    page = await signed_in_page(open_tab, gateway)
     await page.goto(gateway.url("/commission"))
     await page.locator(f"[data-address='{DOOR}']").click()
     await page.locator("input[name=new_subject]").fill("bed-4")
