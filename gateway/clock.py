@@ -10,23 +10,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 from gateway.model import ClockState
 
 _TIME_ERROR = 5
-_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-def kernel_boot_id() -> str:
-    """The boot the monotonic clock counts from (Linux); elsewhere a new id each run, so
-    nothing is ever taken for the same boot across a restart there."""
-    try:
-        return _BOOT_ID.read_text().strip()
-    except OSError:
-        return uuid.uuid4().hex
 
 
 class _Timex(ctypes.Structure):

@@ -252,9 +252,6 @@ class StoreSection(ConfigTable):
     batch_max: int = Field(default=500, ge=1, le=10000)
     #: Every alert waits this long at most before its readings are committed.
     batch_wait_ms: float = Field(default=20.0, ge=0.0, le=1000.0)
-    #: Group commit: what is committed reaches the disk (one sync) at most this long
-    #: later; a power cut loses at most this much. 0: every commit is synced.
-    sync_interval_s: float = Field(default=1.0, ge=0.0, le=60.0)
     #: The store in memory that stands in while the disk refuses writes (bounded:
     #: past it, oldest delivered readings go, then oldest undelivered; never alerts).
     memory_max_mb: float = Field(default=16.0, ge=1.0, le=128.0)

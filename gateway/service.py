@@ -26,8 +26,8 @@ from fastapi import FastAPI
 
 from gateway import __version__, systemd
 from gateway.care import CareService
-from gateway.clock import ClockWatch, kernel_boot_id, kernel_clock_state
-from gateway.clock_correction import ClockCorrection
+from gateway.clock import ClockWatch, kernel_clock_state
+from gateway.clock_correction import ClockCorrection, kernel_boot_id
 from gateway.commands import CommandProcessor
 from gateway.commissioning import Commissioning
 from gateway.config import Config, ConfigError
@@ -114,7 +114,6 @@ class GatewayService:
             config.store.path,
             int(config.store.max_mb * 1024 * 1024),
             int(config.store.memory_max_mb * 1024 * 1024),
-            sync_interval_s=config.store.sync_interval_s,
         )
         self.storage_alarm = StorageAlarm(
             config.gateway.id, timedelta(seconds=config.store.failure_clear_s)

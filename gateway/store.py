@@ -12,15 +12,6 @@ means.
 The outbox is the readings table itself: `delivered = 0` rows are waiting for a PUBACK.
 A partial index on those rows keeps "oldest undelivered" fast however large the
 delivered history grows (measured for the project: ~30x faster, and not quadratic).
-
-Group commit (`sync_interval_s` > 0, the gateway's default): readings, delivered marks,
-device records and counters join one open transaction, committed with one sync at most
-`sync_interval_s` after it began (`sync`, which `StoreThread` schedules), or at once
-with the next write that must be on disk before anything acts on it (alert events,
-care changes, commands, ledger days, the clock correction, the rules' timers, the
-audit trail: `_transaction()`). Readings of the open group are also kept in
-`<store>.unsynced` (gateway/store_unsynced.py), so a killed process loses none; a power
-cut loses at most the group. Without it every write is a transaction of its own.
 """
 
 from __future__ import annotations
@@ -32,7 +23,6 @@ import logging
 import math
 import os
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +34,6 @@ from typing import Any, ParamSpec, TypeVar
 import sqlite_utils
 
 from drivers.measurement import ALERTABLE_FLAGS
-from gateway.clock import kernel_boot_id
 from gateway.model import Alert, AlertState, Reading
 from gateway.store_failover import Taken, take_over, write_back
 from gateway.store_faults import CorruptStore, StorageUnavailable, StoreFault, classify
@@ -59,16 +48,11 @@ from gateway.store_recovery import (
 )
 from gateway.store_salvage import Salvage, SalvagedRows
 from gateway.store_seq import SeqReservation, fsync_directory
-from gateway.store_unsynced import UnsyncedLog, unsynced_path
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-#: A group is committed early once its readings take this much of `<store>.unsynced`
-#: (a burst: ~20,000 readings), so neither that file nor SQLite's cache grows with it.
-GROUP_MAX_BYTES = 4 << 20
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -172,53 +156,28 @@ def seq_path(store_path: Path) -> Path:
 class Store:
     """Synchronous store. Use from a single thread (the `StoreThread`)."""
 
-    def __init__(
-        self,
-        path: Path,
-        max_bytes: int,
-        *,
-        seq_file: Path | None = None,
-        sync_interval_s: float = 0.0,
-    ) -> None:
+    def __init__(self, path: Path, max_bytes: int, *, seq_file: Path | None = None) -> None:
         """`seq_file`: the seq reservation (default `<path>.seq`; none for an in-memory
-        store, `Path(":memory:")`, unless given). `sync_interval_s` > 0: group commit
-        (the module's docstring; not for an in-memory store)."""
+        store, `Path(":memory:")`, unless given)."""
         in_memory = str(path) == ":memory:"
         if not in_memory:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
-        self.sync_interval_s = 0.0 if in_memory else sync_interval_s
         self._seq = (
             None if in_memory and seq_file is None else SeqReservation(seq_file or seq_path(path))
         )
-        #: When the open group began (monotonic); None: no group open.
-        self._group_since: float | None = None
-        #: The readings of the open group (and of a group lost to a failed commit),
-        #: where a killed process cannot lose them.
-        self._unsynced: UnsyncedLog | None = None
-        #: `<store>.unsynced` may hold readings the file does not: a group was rolled
-        #: back, or the last process was killed. The next transaction takes them in.
-        self._group_lost = False
         self._conn = sqlite3.connect(path, isolation_level=None)
         try:
             self.db = sqlite_utils.Database(self._conn)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit syncs the WAL, so it survives a power cut, not only a crash:
-            # once per group (or per write without group commit).
+            # FULL: a committed batch survives a power cut, not only a crash. Batching
+            # keeps this at one fsync per batch, not per reading.
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=5000")
             self._migrate()
-            if self.sync_interval_s > 0:
-                self._unsynced = UnsyncedLog(unsynced_path(path))
-                self._group_lost = True
-                self._note_open()
-            elif not in_memory and unsynced_path(path).exists():
-                self._take_in_left_unsynced()
             self._resume_seq()
         except BaseException:
-            if self._unsynced is not None:
-                self._unsynced.close()
             self._conn.close()
             raise
         #: Estimated bytes a reading takes (row and index entry), refined by eviction.
@@ -227,136 +186,7 @@ class Store:
         self._check_part, self._check_after = 0, 0
 
     def close(self) -> None:
-        """Commit the open group (a clean stop: noted, so the next start knows nothing
-        can have been lost) and close. A commit that fails is logged: the readings of
-        the group are still in `<store>.unsynced`, for the next start."""
-        try:
-            if self._unsynced is not None:
-                try:
-                    with self._transaction():
-                        self._conn.execute("DELETE FROM meta WHERE key = 'open'")
-                except sqlite3.Error as exc:
-                    log.error(
-                        "the store's last group commit failed: its readings are kept for"
-                        " the next start",
-                        extra={"error": _one_line(exc)},
-                    )
-                self._unsynced.close()
-        finally:
-            self._conn.close()
-
-    # --- group commit --------------------------------------------------------------
-
-    def sync(self) -> None:
-        """Commit the open group, with one sync: what it holds survives a power cut
-        from here on. Without a group open, nothing happens, but for readings kept in
-        `<store>.unsynced` that the file lacks (after a failed commit), which are
-        taken in first."""
-        if self._group_since is None and self._group_lost:
-            with self._transaction():
-                pass  # takes them in (`_Transaction`)
-            return
-        if self._group_since is None:
-            return
-        try:
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._lose_group()
-            raise
-        self._group_since = None
-        if self._unsynced is not None:
-            self._unsynced.rewind()
-
-    def sync_due(self) -> float | None:
-        """Seconds until the open group must be committed (0: now); None: no group open."""
-        if self._group_since is None:
-            return None
-        return max(0.0, self._group_since + self.sync_interval_s - time.monotonic())
-
-    def abandon_group(self) -> None:
-        """Roll the open group back (the disk refuses writes: a memory store takes
-        over); its readings stay in `<store>.unsynced` (`unsynced_readings`)."""
-        if self._group_since is not None or self._conn.in_transaction:
-            self._lose_group()
-
-    def unsynced_readings(self) -> list[str]:
-        """The stored JSON of the readings in `<store>.unsynced` that the file lacks
-        (above its last seq), oldest first."""
-        if self._unsynced is None:
-            return []
-        last = self.last_seq()
-        return [p for p in self._unsynced.read() if json.loads(p)["seq"] > last]
-
-    def adopt_readings(self, payloads: Sequence[str]) -> int:
-        """Add readings given as their stored JSON (those above the last seq only),
-        undelivered, in the caller's transaction. Returns how many were added."""
-        last = self.last_seq()
-        rows = [
-            (p["seq"], p["device"], p["metric"], p["received_at"], text)
-            for text in payloads
-            if (p := json.loads(text))["seq"] > last
-        ]
-        if rows:
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO readings(seq, device, metric, received_at, delivered,"
-                " payload) VALUES(?, ?, ?, ?, 0, ?)",
-                rows,
-            )
-            self.set_last_seq(max(row[0] for row in rows))
-        return len(rows)
-
-    def _lose_group(self) -> None:
-        """The open group is gone (rolled back here, or by SQLite after an error)."""
-        if self._conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("ROLLBACK")
-        self._group_since = None
-        self._group_lost = self._unsynced is not None
-
-    def _take_in_unsynced(self) -> None:
-        """Inside a transaction: readings `<store>.unsynced` holds that the file lacks
-        (the last process was killed, or a group was rolled back) go in first."""
-        assert self._unsynced is not None
-        adopted = self.adopt_readings(self._unsynced.read())
-        if adopted:
-            log.warning(
-                "readings kept in the unsynced file taken into the store",
-                extra={"n": adopted, "path": str(self._unsynced.path)},
-            )
-
-    def _take_in_left_unsynced(self) -> None:
-        """Without group commit: the readings a group-committing process left unsynced
-        (it was killed) go in, and the file goes."""
-        self._unsynced = UnsyncedLog(unsynced_path(self.path))
-        try:
-            with self._transaction():
-                self._take_in_unsynced()
-        finally:
-            self._unsynced.close()
-            self._unsynced = None
-        unsynced_path(self.path).unlink()
-
-    def _note_open(self) -> None:
-        """Note the store open, in this boot. Found still open from another boot, the
-        machine went down with it (a power cut, a hard reset): the readings of its last
-        group may be lost, after some of them were published; so numbering goes on
-        above every seq ever reserved, and no id is given to two readings."""
-        boot = kernel_boot_id()
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'open'").fetchone()
-        with self._transaction():
-            ceiling = self._seq.ceiling if self._seq is not None else None
-            if row is not None and row[0] != boot and ceiling and ceiling > self.last_seq():
-                log.warning(
-                    "the store was left open by an earlier boot (power cut?): numbering"
-                    " goes on above the reserved seqs",
-                    extra={"last_seq": self.last_seq(), "next_seq": ceiling + 1},
-                )
-                self.set_last_seq(ceiling)
-            self._conn.execute(
-                "INSERT INTO meta(key, value) VALUES('open', ?)"
-                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (boot,),
-            )
+        self._conn.close()
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -436,34 +266,28 @@ class Store:
         seq.renew(through, outside_store=outside_store)
 
     def commit_readings(self, readings: Sequence[Reading]) -> None:
-        """Write a batch in one transaction. When this returns the readings are
-        committed: with group commit, they survive the process being killed, and are on
-        disk within `sync_interval_s`; without, they are on disk. On any error nothing
-        of the batch is committed (retry with the same seqs)."""
+        """Write a batch in one transaction. When this returns the readings are durable.
+        On any error nothing of the batch is committed (retry with the same seqs)."""
         if not readings:
             return
+        payloads = [r.payload() for r in readings]
         rows = [
-            (
-                p["seq"],
-                p["device"],
-                p["metric"],
-                p["received_at"],
-                json.dumps(p, separators=(",", ":")),
-            )
-            for p in (r.payload() for r in readings)
+            {
+                "seq": p["seq"],
+                "device": p["device"],
+                "metric": p["metric"],
+                "received_at": p["received_at"],
+                "delivered": 0,
+                "payload": json.dumps(p, separators=(",", ":")),
+            }
+            for p in payloads
         ]
         max_seq = max(r.seq for r in readings)
         if self._seq is not None:
             self._seq.cover(max_seq)  # reserved (durably) before it is committed
-        with self._transaction(group=True):
-            self._conn.executemany(
-                "INSERT INTO readings(seq, device, metric, received_at, delivered, payload)"
-                " VALUES(?, ?, ?, ?, 0, ?)",
-                rows,
-            )
+        with self._transaction():
+            self.db.table("readings").insert_all(rows, batch_size=1000)
             self.set_last_seq(max_seq)
-            if self._unsynced is not None:
-                self._unsynced.append([row[4] for row in rows])
 
     def undelivered(
         self, after_seq: int, limit: int, up_to_seq: int | None = None
@@ -574,14 +398,11 @@ class Store:
         self._mark_delivered("alert_events", seqs)
 
     def _mark_delivered(self, table: str, seqs: Iterable[int]) -> None:
-        """Without an fsync of its own (in the open group, or with `synchronous=NORMAL`):
-        a mark lost in a power cut only means the reading is sent once more (same id),
-        and the next sync makes it durable anyway."""
+        """Without an fsync of its own: a mark lost in a power cut only means the
+        reading is sent once more (same id), and the next readings commit (FULL)
+        makes it durable anyway."""
         rows = [(s,) for s in seqs]
-        if rows and self._unsynced is not None:
-            with self._transaction(group=True):
-                self._conn.executemany(f"UPDATE {table} SET delivered = 1 WHERE seq = ?", rows)
-        elif rows:
+        if rows:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 with self._transaction():
@@ -625,23 +446,19 @@ class Store:
 
     def save_rule_state(self, name: str, state: Any) -> None:
         """The rules' timers (or the ledger's days in progress), as JSON, under `name`.
-        Saved every few seconds, when they changed: with group commit, synced at once
-        (with the open group: a killed process loses none of it); without, with no
-        fsync of its own, like a delivered mark (a power cut costs at most the last
-        save, and the next commit syncs it)."""
-        row = {
-            "name": name,
-            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "state": json.dumps(state, separators=(",", ":")),
-        }
-        if self._unsynced is not None:
-            with self._transaction():
-                self.db.table("rule_state").upsert(row, pk="name")
-            return
+        Without an fsync of its own, like a delivered mark: saved every few seconds,
+        a power cut costs at most the last save, and the next commit syncs it."""
         self._conn.execute("PRAGMA synchronous=NORMAL")
         try:
             with self._transaction():
-                self.db.table("rule_state").upsert(row, pk="name")
+                self.db.table("rule_state").upsert(
+                    {
+                        "name": name,
+                        "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "state": json.dumps(state, separators=(",", ":")),
+                    },
+                    pk="name",
+                )
         finally:
             self._conn.execute("PRAGMA synchronous=FULL")
 
@@ -827,9 +644,8 @@ class Store:
     # --- devices, counters, audit ----------------------------------------------------
 
     def save_devices(self, records: Sequence[dict[str, Any]]) -> None:
-        """In the open group: a record lost with it is learned again from the device."""
         now = datetime.now(UTC).isoformat()
-        with self._transaction(group=True):
+        with self._transaction():
             self.db.table("devices").upsert_all(
                 [{"id": r["id"], "updated_at": now, "record": json.dumps(r)} for r in records],
                 pk="id",
@@ -842,11 +658,9 @@ class Store:
         ]
 
     def add_counters(self, increments: dict[str, int]) -> None:
-        """In the open group (totals that a killed process may undercount by a sync
-        interval's worth)."""
         if not increments:
             return
-        with self._transaction(group=True):
+        with self._transaction():
             self._add_counters(increments)
 
     def _add_counters(self, increments: dict[str, int]) -> None:
@@ -908,7 +722,7 @@ class Store:
         for delivered in (1, 0):
             while excess > 0:
                 n = min(chunk, max(1, math.ceil(excess / per_row)))
-                with self._transaction(group=True):
+                with self._transaction():
                     deleted = self._conn.execute(
                         "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings"
                         " WHERE delivered = ? ORDER BY seq LIMIT ?)",
@@ -1008,78 +822,25 @@ class Store:
                 batch.rows,
             )
 
-    def _transaction(self, *, group: bool = False) -> _Transaction:
-        """A write: durable when the block ends (committed with a sync, and with it the
-        open group), or with `group`, joining the open group (one is begun if none is)
-        unless it is due. Without group commit, one transaction either way."""
-        return _Transaction(self, group)
-
-    def _group_due(self) -> bool:
-        assert self._group_since is not None and self._unsynced is not None
-        return (
-            time.monotonic() - self._group_since >= self.sync_interval_s
-            or self._unsynced.size >= GROUP_MAX_BYTES
-        )
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
 
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (autocommit connection). A
     failed COMMIT is rolled back too (SQLite may have rolled back already, or may have
-    left the transaction open); a ROLLBACK that fails never hides the first error.
+    left the transaction open); a ROLLBACK that fails never hides the first error."""
 
-    With group commit, a write inside the open group is a savepoint: an error undoes
-    that write only, unless SQLite rolled back the whole group (then its readings are
-    taken in again from `<store>.unsynced` by the next transaction)."""
-
-    def __init__(self, store: Store, group: bool) -> None:
-        self._store = store
-        self._conn = store._conn
-        self._group = group
-        self._savepoint = False
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
 
     def __enter__(self) -> None:
-        store = self._store
-        if store._group_since is not None and not self._conn.in_transaction:
-            store._lose_group()  # SQLite rolled it back (after an error seen elsewhere)
-        if store._group_since is not None:
-            self._conn.execute("SAVEPOINT write")
-            self._savepoint = True
-            return
         self._rollback()  # what a failed rollback may have left open
         self._conn.execute("BEGIN IMMEDIATE")
-        if store._unsynced is None:
-            return
-        store._group_since = time.monotonic()
-        if store._group_lost:
-            try:
-                store._take_in_unsynced()
-            except BaseException:
-                store._lose_group()
-                raise
-            store._group_lost = False
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        store = self._store
         if exc_type is not None:
-            if self._savepoint and self._conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK TO write")
-                    self._conn.execute("RELEASE write")
-                    return  # the group goes on without this write
-            if store._unsynced is not None:
-                store._lose_group()
-            else:
-                self._rollback()
-            return
-        if self._savepoint:
-            try:
-                self._conn.execute("RELEASE write")
-            except BaseException:
-                store._lose_group()
-                raise
-        if store._unsynced is not None:
-            if not (self._group and not store._group_due()):
-                store.sync()
+            self._rollback()
             return
         try:
             self._conn.execute("COMMIT")
@@ -1094,14 +855,13 @@ class _Transaction:
 
 
 def open_store(
-    path: Path, max_bytes: int, *, corrupt: str | None = None, sync_interval_s: float = 0.0
+    path: Path, max_bytes: int, *, corrupt: str | None = None
 ) -> tuple[Store, StoreRecovery | None]:
-    """Open the store at `path` (`sync_interval_s`: see `Store`). A file that cannot be
-    the store (`diagnose`), or, with `corrupt`, the file there whatever it looks like (a
-    call met corruption at run time), is set aside first and replaced by a fresh store
-    holding what could be salvaged (and then what `<store>.unsynced` holds above it);
-    the report says what happened. Raises StorageUnavailable when no store can be
-    opened or created (with `recovery` set if one was set aside first)."""
+    """Open the store at `path`. A file that cannot be the store (`diagnose`), or, with
+    `corrupt`, the file there whatever it looks like (a call met corruption at run
+    time), is set aside first and replaced by a fresh store holding what could be
+    salvaged; the report says what happened. Raises StorageUnavailable when no store
+    can be opened or created (with `recovery` set if one was set aside first)."""
     recovery: StoreRecovery | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -1113,12 +873,11 @@ def open_store(
         )
         if problem is not None:
             recovery = _replace(path, max_bytes, problem, reservation)
-        return Store(path, max_bytes, sync_interval_s=sync_interval_s), recovery
+        return Store(path, max_bytes), recovery
     except (sqlite3.Error, OSError, StoreTooNew) as exc:
         fault = StoreFault.OTHER if isinstance(exc, StoreTooNew) else classify(exc)
         if fault is StoreFault.CORRUPT and corrupt is None and recovery is None:
-            # damage quick_check missed
-            return open_store(path, max_bytes, corrupt=str(exc), sync_interval_s=sync_interval_s)
+            return open_store(path, max_bytes, corrupt=str(exc))  # damage quick_check missed
         failure = StorageUnavailable(f"cannot open the store {path}: {exc}", fault)
         failure.recovery = recovery
         raise failure from exc
@@ -1195,27 +954,13 @@ class StoreThread:
 
     `fault` says, in one line, why the disk store is not in use (None when it is);
     `generation` changes whenever the store in use is replaced, so the uplink knows
-    its cursors and in-flight marks refer to another store.
+    its cursors and in-flight marks refer to another store."""
 
-    With `sync_interval_s` (group commit, see `Store`), the open group is committed
-    when it is due, on this thread like every call, however quiet the gateway is."""
-
-    def __init__(
-        self,
-        path: Path,
-        max_bytes: int,
-        memory_max_bytes: int = 16 << 20,
-        *,
-        sync_interval_s: float = 0.0,
-    ) -> None:
+    def __init__(self, path: Path, max_bytes: int, memory_max_bytes: int = 16 << 20) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._path = path
         self._max_bytes = max_bytes
         self._memory_max_bytes = memory_max_bytes
-        self._sync_interval_s = sync_interval_s
-        #: The group's commit, when one is scheduled or running.
-        self._sync_timer: asyncio.TimerHandle | None = None
-        self._syncing: asyncio.Task[None] | None = None
         self._store: Store | None = None
         self._unavailable: StorageUnavailable | None = None
         #: The disk store while a memory store stands in for it (None if unopenable).
@@ -1251,9 +996,7 @@ class StoreThread:
                 self._store.close()
             self._store = None
         try:
-            self._store, recovery = open_store(
-                self._path, self._max_bytes, corrupt=corrupt, sync_interval_s=self._sync_interval_s
-            )
+            self._store, recovery = open_store(self._path, self._max_bytes, corrupt=corrupt)
         except StorageUnavailable as exc:
             self.recovery = exc.recovery or self.recovery
             self._unavailable = exc
@@ -1266,13 +1009,6 @@ class StoreThread:
         """Hand over to a store in memory, reserving its seqs in the disk store's
         reservation so that none is ever issued twice."""
         disk = self._store
-        unsynced: list[str] = []
-        if disk is not None:
-            # The open group cannot be committed: its readings, kept in the unsynced
-            # file, go on in memory (and into the disk store with the write-back).
-            with contextlib.suppress(sqlite3.Error, OSError):
-                disk.abandon_group()
-                unsynced = disk.unsynced_readings()
         # The disk store's reservation, when there is one to renew (a full disk can
         # overwrite it in place, not create it).
         reservation = seq_path(self._path)
@@ -1282,8 +1018,6 @@ class StoreThread:
             seq_file=reservation if reservation.exists() else None,
         )
         self._taken = take_over(memory, disk, self._path)
-        with memory._transaction():
-            memory.adopt_readings(unsynced)
         try:
             memory.reserve_seqs(memory.last_seq(), outside_store=True)
         except OSError as exc:  # commits go on within the ceiling already reserved
@@ -1299,12 +1033,9 @@ class StoreThread:
             return True
         try:
             if self._disk is None:
-                self._disk, recovery = open_store(
-                    self._path, self._max_bytes, sync_interval_s=self._sync_interval_s
-                )
+                self._disk, recovery = open_store(self._path, self._max_bytes)
                 self.recovery = recovery or self.recovery
             written = write_back(memory, self._disk, self._taken)
-            self._disk.sync()  # the unsynced file's readings are in it now
             self._disk.reserve_seqs(self._disk.last_seq(), outside_store=False)
         except (sqlite3.Error, OSError, StorageUnavailable) as exc:
             self.fault = _one_line(exc)
@@ -1316,13 +1047,7 @@ class StoreThread:
         return True
 
     async def close(self) -> None:
-        """Close (committing the open group), after one last attempt to write a memory
-        store back to disk."""
-        if self._sync_timer is not None:
-            self._sync_timer.cancel()
-            self._sync_timer = None
-        if self._syncing is not None:
-            await asyncio.wait([self._syncing])
+        """Close, after one last attempt to write a memory store back to disk."""
         if self._taken is not None:
             if not await self.write_back():
                 log.error(
@@ -1350,33 +1075,7 @@ class StoreThread:
         """`await store_thread.call(store_thread.store.method, ...)`. A store method
         that meets corruption or a refusing disk runs again on the store that takes
         over (see the class docstring)."""
-        try:
-            return await self._run(self._guarded, fn, *args, **kwargs)
-        finally:
-            self._schedule_sync()
-
-    def _schedule_sync(self) -> None:
-        """Commit the open group when it is due (after any call that may have begun one)."""
-        store = self._store
-        if store is None or self._sync_timer is not None or self._syncing is not None:
-            return
-        due = store.sync_due()
-        if due is not None:
-            self._sync_timer = asyncio.get_running_loop().call_later(due, self._start_sync)
-
-    def _start_sync(self) -> None:
-        self._sync_timer = None
-        self._syncing = asyncio.get_running_loop().create_task(self._sync())
-
-    async def _sync(self) -> None:
-        try:
-            store = self.store
-            await self._run(self._guarded, store.sync)
-        except Exception as exc:  # the group is lost; its readings are taken in again
-            log.error("the store's group commit failed", extra={"error": _one_line(exc)})
-        finally:
-            self._syncing = None
-            self._schedule_sync()
+        return await self._run(self._guarded, fn, *args, **kwargs)
 
     def _guarded(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:

@@ -9,12 +9,9 @@ the subscriber is the real thing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -234,44 +231,6 @@ async def test_alerts_go_out_ahead_of_the_backlog(
     finally:
         sub.stop()
         broker.close()
-
-
-@pytest.mark.asyncio
-async def test_an_alert_event_is_synced_to_disk_before_it_is_published(
-    tmp_path: Path,
-    mosquitto: Mosquitto,
-    gateway_in_process: Callable[[Path], asyncio.Future[GatewayService]],
-) -> None:
-    """Readings wait up to a minute here for their group's sync (`sync_interval_s`), an
-    alert event does not: when it arrives at the server, the store file already holds
-    it for any other reader (committed with `synchronous=FULL`: synced), and the
-    readings committed before it too."""
-    store = tmp_path / "data" / "gateway.sqlite3"
-    on_disk_at_arrival: list[tuple[list[str], int]] = []
-
-    def look_at_the_file(topic: str, payload: Any) -> None:
-        if topic != f"{ROOT}/alerts":
-            return
-        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as conn:
-            events = [a for (a,) in conn.execute("SELECT alert_id FROM alert_events")]
-            (readings,) = conn.execute("SELECT count(*) FROM readings").fetchone()
-        on_disk_at_arrival.append((events, readings))
-
-    sub = Subscriber(mosquitto.port, f"{ROOT}/alerts", on_arrival=look_at_the_file).start()
-    config = write_config(
-        tmp_path, mosquitto.port, devices=DEVICE, extra="[store]\nsync_interval_s = 60\n"
-    )
-    service = await gateway_in_process(config)
-    measure(service, Measurement(Metric.SPO2, 97), Measurement(Metric.PULSE_RATE, 70))
-    await until(lambda: service.pipeline.counters.get("readings_accepted") == 2, what="stored")
-    measure(service, Measurement(Metric.BODY_TEMPERATURE, 38.5, site=Site.AXILLARY))
-    try:
-        await until(lambda: sub.alerts(), what="the fever alert")
-        alert = sub.alerts()[0]
-        assert alert["kind"] == "fever"
-        assert on_disk_at_arrival[0] == ([alert["id"]], 3)
-    finally:
-        sub.stop()
 
 
 @pytest.mark.asyncio
