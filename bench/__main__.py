@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--readings N]`: run every measurement, print the table.
+"""`python -m bench [--quick] [--readings N] [--household-s S] [--sync-interval-s S]`:
+run every measurement, print the table.
 `python -m bench soak [--minutes M] [--speed X] [--tracemalloc]`: the soak instead
 (bench/soak_report.py).
 
@@ -19,13 +20,15 @@ from datetime import datetime
 from importlib.metadata import version
 
 from bench import report, soak_report
+from bench.gateway_runs import SYNC_INTERVAL_ENV
 from bench.runner import Outcome, run_child
 
 DEFAULT_READINGS = 30_000
 QUICK_READINGS = 3_000
+HOUSEHOLD_S, QUICK_HOUSEHOLD_S = 60, 10
 
 
-def _plan(readings: int, quick: bool) -> list[tuple[str, str, int]]:
+def _plan(readings: int, quick: bool, household_s: int) -> list[tuple[str, str, int]]:
     """(scenario, what it is, n). The baselines are fast, so they get more work than the
     gateway runs to be long enough to time; throughput is a rate, so the ratio holds."""
     floor_a, floor_b, probes = (20_000, 20_000, 20) if quick else (100_000, 200_000, 200)
@@ -37,12 +40,16 @@ def _plan(readings: int, quick: bool) -> list[tuple[str, str, int]]:
         ("ingest", "gateway ingest", readings),
         ("e2e", "gateway end to end", readings),
         ("backlog", "gateway backlog drain + live latency", readings),
+        ("household", "household: 6 devices in real time", household_s),
+        ("idle", "idle latency at 60 devices, in real time", 40 if quick else 200),
     ]
 
 
 def _timeout(scenario: str, n: int) -> float:
     if scenario in ("ingest", "e2e", "backlog"):
         return 120 + n / 100  # far beyond anything measured here: a stuck run, not a slow one
+    if scenario == "household":
+        return 120 + n  # n is the window, in seconds
     return 120
 
 
@@ -61,6 +68,11 @@ def _environment() -> str:
         f"{os.cpu_count()} CPUs, load {load}  |  Python {platform.python_version()},"
         f" paho-mqtt {version('paho-mqtt')}, SQLite {sqlite3.sqlite_version},"
         f" mosquitto {broker}"
+        + (
+            f"  |  store.sync_interval_s {interval}"
+            if (interval := os.environ.get(SYNC_INTERVAL_ENV))
+            else ""
+        )
     )
 
 
@@ -83,19 +95,37 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help=f"readings per gateway run (default {DEFAULT_READINGS:,})",
     )
+    parser.add_argument(
+        "--household-s",
+        type=int,
+        metavar="S",
+        help=f"the household run's measured window (default {HOUSEHOLD_S} s,"
+        f" {QUICK_HOUSEHOLD_S} s with --quick)",
+    )
+    parser.add_argument(
+        "--sync-interval-s",
+        type=float,
+        metavar="S",
+        help="the gateway runs' store.sync_interval_s (default: the gateway's default)",
+    )
     args = parser.parse_args(argv)
+    if args.sync_interval_s is not None:
+        os.environ[SYNC_INTERVAL_ENV] = str(args.sync_interval_s)  # read by each child
     readings = args.readings or (QUICK_READINGS if args.quick else DEFAULT_READINGS)
     if readings < 1:
         parser.error("--readings must be at least 1")
+    household_s = args.household_s or (QUICK_HOUSEHOLD_S if args.quick else HOUSEHOLD_S)
+    if household_s < 1:
+        parser.error("--household-s must be at least 1")
 
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     env = _environment()
     print(f"bench: {env}", file=sys.stderr, flush=True)
     outcomes: dict[str, Outcome] = {}
-    plan = _plan(readings, args.quick)
+    plan = _plan(readings, args.quick, household_s)
     started = time.monotonic()
     for i, (scenario, what, n) in enumerate(plan, start=1):
-        size = f" (n={n:,})" if n else ""
+        size = f" ({n} s)" if scenario == "household" else f" (n={n:,})" if n else ""
         print(f"[{i}/{len(plan)}] {what}{size} ...", end="", file=sys.stderr, flush=True)
         outcome = run_child(scenario, n, _timeout(scenario, n))
         outcomes[scenario] = outcome

@@ -26,6 +26,7 @@ from bench.common import (
     cpu_seconds,
     latency_summary,
     new_client,
+    probe_value,
     reading_payload,
     readings_message,
     start_broker,
@@ -162,7 +163,7 @@ def mqtt_latency(samples: int, interval_s: float) -> Result:
         sent: dict[float, float] = {}
         next_at = time.perf_counter()
         for k in range(samples + WARMUP_PROBES):
-            value = round(1 + k / 1000, 3)
+            value = probe_value(k)
             body = readings_message(
                 "probe", [reading_payload(k, "probe", value, "perfusion_index")]
             )

@@ -1,5 +1,6 @@
 """One measurement in a process of its own: `python -m bench.child SCENARIO N`
-(for `soak`, N is the simulated seconds, and `--speed` / `--tracemalloc` apply).
+(for `household`, N is the measured window in seconds; for `idle`, the probes; for
+`soak`, the simulated seconds, and `--speed` / `--tracemalloc` apply).
 
 Prints its result as one JSON line starting with `BENCH-RESULT `, with the process's
 peak RSS added; anything else it prints (gateway warnings) goes to stderr.
@@ -23,7 +24,18 @@ from types import FrameType
 
 from bench.common import BROKERS, Result, peak_rss_mb
 
-SCENARIOS = ("import", "sqlite", "mqtt", "mqtt-latency", "ingest", "e2e", "backlog", "soak")
+SCENARIOS = (
+    "import",
+    "sqlite",
+    "mqtt",
+    "mqtt-latency",
+    "ingest",
+    "e2e",
+    "backlog",
+    "household",
+    "idle",
+    "soak",
+)
 MARK = "BENCH-RESULT "
 IMPORTED = ("gateway.service", "gateway.config", "gateway.broker", "drivers.measurement")
 
@@ -49,12 +61,14 @@ def run(scenario: str, n: int, workdir: Path, speed: float, trace: bool) -> Resu
         from bench.soak import soak
 
         return asyncio.run(soak(n, speed, workdir, trace))
-    from bench import gateway_runs
+    from bench import gateway_runs, live_runs
 
     measure = {
         "ingest": gateway_runs.ingest,
         "e2e": gateway_runs.end_to_end,
         "backlog": gateway_runs.backlog_drain,
+        "household": live_runs.household,
+        "idle": live_runs.idle_latency,
     }[scenario]
     return asyncio.run(measure(n, workdir))
 

@@ -72,6 +72,12 @@ def readings_message(device: str, readings: list[dict[str, Any]], backlog: bool 
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def probe_value(k: int) -> float:
+    """The value of the k-th probe reading: unique per probe, which is how arrivals are
+    matched to probes."""
+    return round(1 + k / 1000, 3)
+
+
 def percentile(values: list[float], q: float) -> float:
     """Linear interpolation between closest ranks; `q` in [0, 100]."""
     if not values:
@@ -92,6 +98,22 @@ def cpu_seconds() -> float:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process (ru_maxrss is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_now_mb() -> float:
+    """Current resident set size of this process (`VmRSS`, in kB, in /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def disk_write_bytes() -> int:
+    """Bytes this process (every thread) has sent to the storage layer so far: from
+    /proc/self/io, `write_bytes` less `cancelled_write_bytes` (dirty pages truncated
+    before writeback, such as a deleted write-ahead log's, never reach the disk)."""
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["write_bytes"]) - int(fields["cancelled_write_bytes"])
 
 
 def new_client(client_id: str = "") -> mqtt.Client:

@@ -4,13 +4,15 @@
 Devices are CMS50 oximeters configured on serial ports that do not exist; their
 addresses are used to hand measurements straight to `service.pipeline.on_measurements`,
 as a device session does. 60 devices (an eldercare floor) each hand in one second's
-worth of readings per burst: SpO2, pulse rate and perfusion index.
+worth of readings per burst: SpO2, pulse rate and perfusion index. (The runs at a real
+load, in real time, are in bench/live_runs.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -26,12 +28,13 @@ from bench.common import (
     Result,
     cpu_seconds,
     latency_summary,
+    probe_value,
     start_broker,
 )
 from drivers.measurement import Measurement, Metric
 from gateway.broker import Mosquitto, free_port
 from gateway.config import parse_config
-from gateway.pipeline import Pipeline
+from gateway.pipeline import QUEUE_MAX, Pipeline
 from gateway.service import GatewayService
 from gateway.uplink import BrokerState
 
@@ -54,28 +57,62 @@ class AcceptedCounter:
 
 
 @dataclass
+class Probe:
+    """The device whose single readings are timed, and the topic they arrive on."""
+
+    address: str
+    topic: str
+
+
+@dataclass
 class RunningGateway:
     service: GatewayService
     broker: Mosquitto
     addresses: list[str]
-    probe_address: str
-    probe_topic: str
     accepted: AcceptedCounter
+    configured_probe: Probe | None
     #: How long `service.stop()` took, and how often it made no progress for 3 s.
     stop_s: float = 0.0
     stop_stalls: int = 0
+    stopped: bool = False
+
+    @property
+    def probe(self) -> Probe:
+        if self.configured_probe is None:
+            raise RuntimeError("this gateway run has no probe device")
+        return self.configured_probe
+
+    async def stop(self) -> None:
+        """`service.stop()` once (a run that measures past the stop calls it itself)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        stopping = time.perf_counter()
+        self.stop_stalls = await stop_with_watchdog(self.service)
+        self.stop_s = time.perf_counter() - stopping
+
+
+#: Set by `python -m bench --sync-interval-s S`: the gateway runs' `store.sync_interval_s`.
+SYNC_INTERVAL_ENV = "BENCH_SYNC_INTERVAL_S"
+
+
+def _store_settings() -> dict[str, dict[str, float]]:
+    interval = os.environ.get(SYNC_INTERVAL_ENV)
+    return {} if interval is None else {"store": {"sync_interval_s": float(interval)}}
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(workdir: Path) -> AsyncIterator[RunningGateway]:
-    """A fresh mosquitto and a gateway with 60 devices and one probe device, connected."""
+async def running_gateway(
+    workdir: Path, beds: int = FLOOR_DEVICES, probe: bool = True
+) -> AsyncIterator[RunningGateway]:
+    """A fresh mosquitto and a gateway with `beds` devices (and a probe device), connected."""
     broker = await asyncio.to_thread(start_broker, workdir / "broker")
     try:
-        addresses = [_PORT.format(f"bed-{i:02d}") for i in range(FLOOR_DEVICES)]
-        probe = _PORT.format("probe")
+        addresses = [_PORT.format(f"bed-{i:02d}") for i in range(beds)]
+        probe_address = _PORT.format("probe")
         devices = [
             {"kind": "cms50", "port": address, "subject": f"bed-{i:02d}"}
-            for i, address in enumerate([*addresses, probe])
+            for i, address in enumerate([*addresses, probe_address] if probe else addresses)
         ]
         config = parse_config(
             {
@@ -83,19 +120,20 @@ async def running_gateway(workdir: Path) -> AsyncIterator[RunningGateway]:
                 "mqtt": {"url": broker.url, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
                 "web": {"listen": f"127.0.0.1:{free_port()}"},
                 "devices": devices,
+                **_store_settings(),
             },
             base_dir=workdir,
         )
-        probe_id = config.devices[-1].device_id
         service = GatewayService(config)
         await service.start()
         gw = RunningGateway(
             service,
             broker,
             addresses,
-            probe,
-            f"{TOPIC_ROOT}/readings/{probe_id}",
             AcceptedCounter(service.pipeline),
+            Probe(probe_address, f"{TOPIC_ROOT}/readings/{config.devices[-1].device_id}")
+            if probe
+            else None,
         )
         try:
             await until(
@@ -103,9 +141,7 @@ async def running_gateway(workdir: Path) -> AsyncIterator[RunningGateway]:
             )
             yield gw
         finally:
-            stopping = time.perf_counter()
-            gw.stop_stalls = await stop_with_watchdog(service)
-            gw.stop_s = time.perf_counter() - stopping
+            await gw.stop()
     finally:
         broker.close()
 
@@ -159,11 +195,16 @@ def one_second_of_readings() -> list[list[Measurement]]:
 
 async def feed(gw: RunningGateway, n: int) -> None:
     """n readings: bursts in which each of the 60 devices hands in one second's worth,
-    yielding to the event loop between bursts (as device sessions' callbacks would)."""
+    yielding to the event loop between bursts (as device sessions' callbacks would).
+    Faster than any floor: it holds back while the pipeline's queue is nearly full,
+    which would refuse what comes past it (a capacity is measured, not a refusal)."""
     pool = one_second_of_readings()
-    on_measurements = gw.service.pipeline.on_measurements
+    pipeline = gw.service.pipeline
+    on_measurements = pipeline.on_measurements
     fed = burst = 0
     while fed < n:
+        while pipeline.queued > QUEUE_MAX - len(gw.addresses) * METRICS_PER_DEVICE:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
         for i, address in enumerate(gw.addresses):
             take = min(METRICS_PER_DEVICE, n - fed)
             on_measurements(address, pool[(burst + i) % len(pool)][:take])
@@ -247,7 +288,7 @@ async def backlog_drain(n: int, workdir: Path) -> Result:
 
         start = time.perf_counter()
         await asyncio.to_thread(gw.broker.start)
-        clock = await asyncio.to_thread(ArrivalClock(gw.broker.port, gw.probe_topic).start)
+        clock = await asyncio.to_thread(ArrivalClock(gw.broker.port, gw.probe.topic).start)
         try:
             # The first message on a connection is the status, published once the uplink
             # has fixed where live readings begin: probes from now on are live.
@@ -261,10 +302,10 @@ async def backlog_drain(n: int, workdir: Path) -> Result:
             while True:
                 now = time.perf_counter()
                 if now >= next_probe:
-                    value = round(1 + len(sent) / 1000, 3)  # unique: how arrivals are matched
+                    value = probe_value(len(sent))
                     sent[value] = time.perf_counter()
                     service.pipeline.on_measurements(
-                        gw.probe_address, [Measurement(Metric.PERFUSION_INDEX, value)]
+                        gw.probe.address, [Measurement(Metric.PERFUSION_INDEX, value)]
                     )
                     next_probe += PROBE_INTERVAL_S
                 if health.delivered_readings - delivered0 >= n and now >= next_check:

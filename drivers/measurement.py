@@ -84,7 +84,7 @@ class Measurement:
     @property
     def alertable(self) -> bool:
         """True when the value may start or feed a clinical alert."""
-        return not (self.quality - ALERTABLE_FLAGS)
+        return self.quality <= ALERTABLE_FLAGS
 
     def as_json(self) -> dict[str, object]:
         """The decoded form printed by `bedside-gateway decode`."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from gateway.model import ClockState
 
@@ -55,3 +57,16 @@ class ClockWatch:
     def refresh(self) -> ClockState:
         self.state = self._probe()
         return self.state
+
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def kernel_boot_id() -> str:
+    """The boot the monotonic clock counts from (Linux); elsewhere a new id each run, so
+    no span is ever resumed across a restart there, and every start counts as a new
+    boot."""
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return uuid.uuid4().hex

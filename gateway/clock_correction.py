@@ -35,11 +35,9 @@ clock as it went (see docs/mqtt-contract.md, Clock).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from gateway.model import Alert, ClockState, Instant, Reading
@@ -57,16 +55,6 @@ _STEP_S = 1.0
 #: Alert times are kept to the millisecond: a run's range is widened by this (s).
 _MARGIN_S = 0.002
 _ALERT_TIMES = ("raised_at", "updated_at", "acknowledged_at", "cleared_at")
-_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-def kernel_boot_id() -> str:
-    """The boot the monotonic clock counts from (Linux); elsewhere a new id each run, so
-    no span is ever resumed across a restart there."""
-    try:
-        return _BOOT_ID.read_text().strip()
-    except OSError:
-        return uuid.uuid4().hex
 
 
 @dataclass

@@ -2,18 +2,21 @@
 signal, last values and refused-packet counts. The page, `devices` and `status` read it.
 
 `DeviceRegistry` owns every change to these records, and so knows what each change
-means: something to persist (last seen, last values...), something the server's
-`devices` inventory must show at once (link, identity, battery), or a counter that
-moved (refused packets), which the inventory shows at most once per
+means: something the open pages show (any change), something to persist at once
+(binding, link, identity, battery, refused-packet counts), something to persist now
+and then (last seen, signal, last values: `ROUTINE_SAVE_EVERY_S`), something the
+server's `devices` inventory must show at once (link, identity, battery), or a counter
+that moved (refused packets), which the inventory shows at most once per
 `counters_every_s`: a noisy radio must reach the server without a message per packet.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +26,12 @@ from drivers.measurement import Measurement, Metric
 from gateway.config import DeviceConfig
 
 log = logging.getLogger(__name__)
+
+#: Last seen, signal strength and last values change with every packet. Saving them
+#: each second would be an fsynced transaction a second, wearing out the SD card: they
+#: are saved at most this often (and at stop, and with any change saved at once). A
+#: crash loses at most this much of them; meanwhile the page shows them from memory.
+ROUTINE_SAVE_EVERY_S = 60.0
 
 
 class DeviceExists(ValueError):
@@ -45,7 +54,9 @@ class DeviceStatus:
     battery: float | None = None
     rssi: int | None = None
     last_seen: str | None = None
-    last_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: By metric: the last measurement, or its JSON as saved before a restart. Kept as
+    #: it came (its JSON is built only when a record is asked for: the page, a save).
+    last_values: dict[str, Measurement | dict[str, Any]] = field(default_factory=dict)
     #: Packets that could not be decoded (truncated, bad checksum, implausible): noise.
     malformed_packets: int = 0
     #: Packets refused as replayed, downgraded to clear text or undecryptable: maybe
@@ -55,10 +66,24 @@ class DeviceStatus:
     heard_at: float | None = field(default=None, repr=False)
 
     def record(self) -> dict[str, Any]:
-        record = asdict(self)
-        del record["heard_at"]
-        record["link"] = self.link.value
-        return record
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "address": self.address,
+            "subject": self.subject,
+            "link": self.link.value,
+            "link_detail": self.link_detail,
+            "info": dict(self.info),
+            "battery": self.battery,
+            "rssi": self.rssi,
+            "last_seen": self.last_seen,
+            "last_values": {
+                metric: value.as_json() if isinstance(value, Measurement) else copy.deepcopy(value)
+                for metric, value in self.last_values.items()
+            },
+            "malformed_packets": self.malformed_packets,
+            "security_rejections": self.security_rejections,
+        }
 
 
 class DeviceRegistry:
@@ -74,7 +99,15 @@ class DeviceRegistry:
         self._monotonic = monotonic
         self.by_address: dict[str, DeviceStatus] = {}
         self._counters_every_s = counters_every_s
-        self._unsaved = True
+        #: Changed since the page was last told; changed so that a restart must find
+        #: it (saved at the next chance); changed only routinely (last seen, signal,
+        #: last values: saved at most every `ROUTINE_SAVE_EVERY_S`).
+        self._page_changed = True
+        self._save_due = True
+        self._routine_unsaved = False
+        self._saved_at = -ROUTINE_SAVE_EVERY_S
+        self._seen_second = -1
+        self._seen_text = ""
         self._inventory_changed = True
         self._counters_changed = False
         self._counters_published_at = -counters_every_s
@@ -92,7 +125,8 @@ class DeviceRegistry:
         self.by_address[device.address] = DeviceStatus(
             device.device_id, device.kind, device.address, device.subject
         )
-        self._unsaved = self._inventory_changed = True
+        self._changed(save_now=True)
+        self._inventory_changed = True
 
     def remove(self, device_id: str) -> None:
         """A device unbound: its record goes from `records()` (the store keeps its last
@@ -101,7 +135,8 @@ class DeviceRegistry:
         if status is None:
             raise UnknownDevice(f"no device {device_id}")
         del self.by_address[status.address]
-        self._unsaved = self._inventory_changed = True
+        self._changed(save_now=True)
+        self._inventory_changed = True
 
     def record(self, device_id: str) -> dict[str, Any]:
         """One device's record, as in `records()`. Raises `UnknownDevice`."""
@@ -121,7 +156,8 @@ class DeviceRegistry:
         status = self._by_id(device_id)
         if status is not None and status.subject != subject:
             status.subject = subject
-            self._unsaved = self._inventory_changed = True
+            self._changed(save_now=True)
+            self._inventory_changed = True
 
     def heard_at(self, device_id: str) -> float | None:
         """When the device was last heard (monotonic s), None if not since the start."""
@@ -155,17 +191,19 @@ class DeviceRegistry:
                 "device link changed",
                 extra={"device": status.id, "link": state.value, "detail": detail},
             )
-        status.link = state
-        status.link_detail = detail
+        if (status.link, status.link_detail) != (state, detail):
+            status.link = state
+            status.link_detail = detail
+            self._changed(save_now=True)
         if state is LinkState.CONNECTED:
             self._heard(status)
-        self._unsaved = True
 
     def identified(self, address: str, info: dict[str, str]) -> None:
         status = self.get(address)
-        if status is not None:
+        if status is not None and info.items() - status.info.items():
             status.info.update(info)
-            self._unsaved = self._inventory_changed = True
+            self._changed(save_now=True)
+            self._inventory_changed = True
 
     def values_seen(self, address: str, measurements: list[Measurement]) -> DeviceStatus | None:
         """Remember a device's latest values (kept or live only); None if not bound."""
@@ -173,11 +211,13 @@ class DeviceRegistry:
         if status is None:
             return None
         self._heard(status)
+        last_values = status.last_values
         for m in measurements:
             if m.metric is Metric.BATTERY and status.battery != float(m.value):
                 status.battery = float(m.value)
+                self._changed(save_now=True)
                 self._inventory_changed = True
-            status.last_values[m.metric.value] = m.as_json()
+            last_values[m.metric.value] = m
         return status
 
     def signal(self, address: str, rssi: int | None) -> None:
@@ -196,15 +236,29 @@ class DeviceRegistry:
             status.security_rejections += 1
         else:
             status.malformed_packets += 1
-        self._unsaved = self._counters_changed = True
+        self._changed(save_now=True)
+        self._counters_changed = True
         return status
 
     # --- what the supervisor asks ------------------------------------------------------
 
-    def take_unsaved(self) -> bool:
-        """True once after anything worth persisting changed."""
-        unsaved, self._unsaved = self._unsaved, False
-        return unsaved
+    def take_changed(self) -> bool:
+        """True once after anything the page shows changed (a value a second, even)."""
+        changed, self._page_changed = self._page_changed, False
+        return changed
+
+    def take_save_due(self) -> bool:
+        """True once when the records are to be saved: after a change a restart must
+        find (binding, link, identity, battery, refused counts), or after routine
+        changes alone when `ROUTINE_SAVE_EVERY_S` has passed since the last save."""
+        now = self._monotonic()
+        due = self._save_due or (
+            self._routine_unsaved and now - self._saved_at >= ROUTINE_SAVE_EVERY_S
+        )
+        if due:
+            self._save_due = self._routine_unsaved = False
+            self._saved_at = now
+        return due
 
     def take_inventory_due(self, now: float) -> bool:
         """True when the `devices` inventory should be republished (at monotonic time
@@ -232,5 +286,21 @@ class DeviceRegistry:
 
     def _heard(self, status: DeviceStatus) -> None:
         status.heard_at = self._monotonic()
-        status.last_seen = datetime.now(UTC).isoformat(timespec="seconds")
-        self._unsaved = True
+        status.last_seen = self._now_text()
+        self._changed(save_now=False)
+
+    def _changed(self, save_now: bool) -> None:
+        self._page_changed = True
+        if save_now:
+            self._save_due = True
+        else:
+            self._routine_unsaved = True
+
+    def _now_text(self) -> str:
+        """Now (UTC, whole seconds) as `last_seen` says it: formatted once a second,
+        not once a packet."""
+        now = int(time.time())
+        if now != self._seen_second:
+            self._seen_second = now
+            self._seen_text = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
+        return self._seen_text

@@ -4,23 +4,31 @@ Sessions call the `SessionListener` methods on the event loop; this module queue
 they report and a single flush task turns it into readings:
 
 1. assign each a sequence number (one writer: no gaps, no reuse),
-2. commit the batch to SQLite (one transaction: durable before anything else),
+2. hand the batch to the store (safe from a crash before anything else),
 3. run the rules over the batch and persist any alert changes (and those of the
    clock's ticks, `evaluate_clock`); note the temperatures in the ledger and keep
    each day's ledger as it completes,
-4. wake the uplink.
+4. wake the uplink,
+
+and every `store.sync_interval_s` has the store write what it accepted to SQLite in
+one transaction (gateway/store_unsynced.py says why); an alert change, saved with an
+fsync before it is announced, takes the readings before it along.
 
 When the clock is synchronised, what was received before it is committed, then its
 times corrected (gateway/clock_correction.py) before anything received since; the
 rules' clock waits for that, so nothing they stamp on the new clock is taken for a time
 of the old one.
 
-A burst of notifications never waits on the disk: it waits at most `batch_wait_ms`.
+Nothing waits to gather a batch: a batch is whatever came while the last one was being
+handed over, so a lone reading goes on at once and a burst gathers by itself. The
+queue is bounded (`QUEUE_MAX`): past it, readings are refused and counted
+(`readings_refused`), never gathered without limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -48,6 +56,15 @@ _REMIND_EVERY = 60
 #: The rules' clock waits this many ticks at most for a clock correction (one that
 #: keeps failing must not stop the time-driven alerts).
 _HOLD_TICKS = 5
+#: Measurements waiting to be handed to the store, at most: over a minute of an
+#: eldercare floor's 180 readings/s (a few MB). Past it (a store stuck for that long)
+#: new ones are refused and counted, so memory stays bounded whatever comes in.
+QUEUE_MAX = 20_000
+#: Readings the store keeps unsynced, at most: a backlog being caught up is written
+#: in transactions of this many, not held for the whole `sync_interval_s`.
+_UNSYNCED_MAX = 5_000
+#: A refused measurement is logged at most this often (s).
+_REFUSED_LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +111,14 @@ class Pipeline:
         #: Ticks the rules' clock has waited for the correction.
         self._held_ticks = 0
         self._pending: list[_Pending] = []
+        #: Readings the store holds unsynced, and since when (event loop time).
+        self._unsynced = 0
+        self._unsynced_since = 0.0
+        self._refused_logged_at: float | None = None
         self._wake = asyncio.Event()
         self._next_seq = 0
+        #: The store's generation `_next_seq` was read from (see `_renumber`).
+        self._generation = -1
         self._stopping = False
         #: Alert changes not saved yet (from readings or from the clock, or whose save
         #: failed): the flush task saves them in order, before anything newer.
@@ -110,11 +133,17 @@ class Pipeline:
     async def start(self) -> None:
         """Resume numbering after the highest sequence number the store has seen, and
         the clock's unsynced span."""
+        self._generation = self._store.generation
         last_seq = await self._store.call(self._store.store.last_seq)
         self._next_seq = last_seq + 1
         if self._correction is not None:
             now = Instant(self._now(), self._monotonic())
             await self._correction.start(self._clock.state, now, last_seq)
+
+    @property
+    def queued(self) -> int:
+        """Measurements waiting to be handed to the store (at most `QUEUE_MAX`)."""
+        return len(self._pending)
 
     def request_stop(self) -> None:
         """Ask `run` to commit whatever is queued, then return. The flush task is asked
@@ -129,12 +158,30 @@ class Pipeline:
         if status is None:
             self._count("readings_from_unbound_device")
             return
+        if len(self._pending) + len(measurements) > QUEUE_MAX:
+            self._refuse(status.id, len(measurements))
+            return
         now, elapsed = self._now(), self._monotonic()
         clock = self._clock.state
         self._pending.extend(
             _Pending(status.id, status.subject, m, now, clock, elapsed) for m in measurements
         )
         self._wake.set()
+
+    def _refuse(self, device: str, n: int) -> None:
+        self._count("readings_refused", n)
+        at = time.monotonic()
+        logged = self._refused_logged_at
+        if logged is None or at - logged >= _REFUSED_LOG_EVERY_S:
+            self._refused_logged_at = at
+            log.error(
+                "readings refused: the queue to the store is full",
+                extra={
+                    "device": device,
+                    "queued": len(self._pending),
+                    "refused_total": self.counters["readings_refused"],
+                },
+            )
 
     def on_live(self, address: str, measurements: Sequence[Measurement]) -> None:
         self._devices.values_seen(address, list(measurements))
@@ -168,16 +215,21 @@ class Pipeline:
 
     async def run(self) -> None:
         """The flush task (supervised by the service), until `request_stop`."""
-        wait_s = self._config.store.batch_wait_ms / 1000
         failures = 0  # commits failed in a row
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            gather = not self._stopping and len(self._pending) < self._config.store.batch_max
-            if gather and wait_s > 0:
-                await asyncio.sleep(wait_s)  # let a burst gather into one transaction
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._sync_wait(loop.time()))
             self._wake.clear()
             try:
                 await self._flush()
+                if self._unsynced and (
+                    self._stopping
+                    or self._unsynced >= _UNSYNCED_MAX
+                    or self._sync_wait(loop.time()) == 0
+                ):
+                    await self._store.call(self._store.store.sync)
+                    self._unsynced = 0
             except Exception as exc:  # a store error must not stop collection for good
                 failures += 1
                 self._log_failure(exc, failures)
@@ -194,6 +246,12 @@ class Pipeline:
                 failures = 0
             if self._stopping:
                 return
+
+    def _sync_wait(self, now: float) -> float | None:
+        """Seconds until the unsynced readings are due in SQLite (None: there are none)."""
+        if not self._unsynced:
+            return None
+        return max(0.0, self._unsynced_since + self._config.store.sync_interval_s - now)
 
     @staticmethod
     def _log_failure(exc: Exception, failures: int) -> None:
@@ -216,11 +274,15 @@ class Pipeline:
                 if not batch:
                     await self._correct_clock()
                     continue
+            await self._renumber()
             readings = [self._reading(p, self._next_seq + i) for i, p in enumerate(batch)]
             if self._correction is not None:
                 await self._correction.note(readings)
-            await self._store.call(self._store.store.commit_readings, readings)
-            # Committed: only now do the sequence numbers and the queue move on.
+            unsynced = await self._store.call(self._store.store.commit_readings, readings)
+            if unsynced and not self._unsynced:
+                self._unsynced_since = asyncio.get_running_loop().time()
+            self._unsynced = unsynced
+            # Accepted: only now do the sequence numbers and the queue move on.
             self._next_seq += len(readings)
             del self._pending[: len(batch)]
             self._count("readings_accepted", len(readings))
@@ -230,6 +292,15 @@ class Pipeline:
                 self._ledger.on_reading(reading)
             await self._save_alerts()
         await self._save_ledger_days()
+
+    async def _renumber(self) -> None:
+        """A store that replaced the last (a damaged one set aside, a memory store in
+        or out) may number from higher up (above the seq reservation): go on above it,
+        as the uplink expects everything committed after the switch to be."""
+        if self._store.generation != self._generation:
+            self._generation = self._store.generation
+            last_seq = await self._store.call(self._store.store.last_seq)
+            self._next_seq = max(self._next_seq, last_seq + 1)
 
     def evaluate_clock(self, now: Instant) -> None:
         """Run the rules and the ledger on the clock reaching `now`; their alert changes

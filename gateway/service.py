@@ -26,12 +26,12 @@ from fastapi import FastAPI
 
 from gateway import __version__, systemd
 from gateway.care import CareService
-from gateway.clock import ClockWatch, kernel_clock_state
-from gateway.clock_correction import ClockCorrection, kernel_boot_id
+from gateway.clock import ClockWatch, kernel_boot_id, kernel_clock_state
+from gateway.clock_correction import ClockCorrection
 from gateway.commands import CommandProcessor
 from gateway.commissioning import Commissioning
 from gateway.config import Config, ConfigError
-from gateway.devices import DeviceRegistry
+from gateway.devices import ROUTINE_SAVE_EVERY_S, DeviceRegistry
 from gateway.ledger import LedgerBook
 from gateway.model import Alert, ClockState, Instant
 from gateway.pipeline import Pipeline
@@ -110,10 +110,13 @@ class GatewayService:
         #: The clock durations are measured on (the rules', the page's logins).
         self.monotonic = monotonic
         self.started_at = datetime.now(UTC)
+        boot = boot or kernel_boot_id()
         self.store = StoreThread(
             config.store.path,
             int(config.store.max_mb * 1024 * 1024),
             int(config.store.memory_max_mb * 1024 * 1024),
+            unsynced=config.store.sync_interval_s > 0,
+            boot=boot,
         )
         self.storage_alarm = StorageAlarm(
             config.gateway.id, timedelta(seconds=config.store.failure_clear_s)
@@ -157,7 +160,7 @@ class GatewayService:
                 self.store,
                 self.rules,
                 self.storage_alarm,
-                boot or kernel_boot_id(),
+                boot,
             ),
         )
         self.sessions = DeviceSessions(config, self.pipeline)
@@ -240,6 +243,7 @@ class GatewayService:
         self.pipeline.request_stop()
         await self.supervisor.stop("pipeline", cancel=False)
         await self._stop_step("saving device state", self._save_devices())
+        await self._stop_step("saving the counters", self._save_counters())
         await self._stop_step("saving the rules' timers", self._save_rule_state())
         if self._web is not None:
             self._web.should_exit = True
@@ -320,6 +324,7 @@ class GatewayService:
         loop = asyncio.get_running_loop()
         next_size_check = next_queue_stats = loop.time()
         next_write_back = loop.time()
+        next_counters_save = self.monotonic() + ROUTINE_SAVE_EVERY_S
         while True:
             self.clock.refresh()
             instant = self._instant()
@@ -335,8 +340,9 @@ class GatewayService:
                 await self.store.call(self.store.store.check_integrity_step)
                 self._queue = await self.store.call(self.store.store.queue_stats)
                 next_queue_stats = loop.time() + _QUEUE_STATS_EVERY_S
-            if self.devices.take_unsaved():
+            if self.devices.take_changed():
                 self.live.notify(Topic.DEVICES)
+            if self.devices.take_save_due():
                 await self._save_devices()
             if self.devices.take_inventory_due(loop.time()):
                 self.uplink.devices_changed()
@@ -345,14 +351,9 @@ class GatewayService:
                 if evicted:
                     log.error("store full: undelivered readings evicted", extra={"n": evicted})
                 next_size_check = loop.time() + _SIZE_CHECK_EVERY_S
-            increments = {
-                name: total - self._persisted_counters.get(name, 0)
-                for name, total in self.pipeline.counters.items()
-                if total != self._persisted_counters.get(name, 0)
-            }
-            if increments:
-                await self.store.call(self.store.store.add_counters, increments)
-                self._persisted_counters.update(self.pipeline.counters)
+            if self.monotonic() >= next_counters_save:
+                await self._save_counters()
+                next_counters_save = self.monotonic() + ROUTINE_SAVE_EVERY_S
             faults = [(f.part, f.reason) for f in self.supervisor.faults()]
             if faults != self._faults_published:
                 self._faults_published = faults
@@ -422,6 +423,30 @@ class GatewayService:
 
     async def _save_devices(self) -> None:
         await self.store.call(self.store.store.save_devices, self.devices.records())
+
+    async def _save_counters(self) -> None:
+        """Add to the store's totals what the pipeline counted since the last save. They
+        move with every reading, so this runs at most every `ROUTINE_SAVE_EVERY_S` (SD
+        card wear, as for the devices' last values) and at stop: a clean restart loses
+        none, a crash at most that much."""
+        saved = self._persisted_counters
+        totals = dict(self.pipeline.counters)  # what comes in during the save is the next's
+        increments = {
+            name: total - saved.get(name, 0)
+            for name, total in totals.items()
+            if total != saved.get(name, 0)
+        }
+        if not increments:
+            return
+        # Counted as saved before the save is awaited, and the save finishes even if
+        # housekeeping is cancelled meanwhile (at stop): the stop's own save then adds
+        # only what came after, never the same counts twice.
+        self._persisted_counters = totals
+        try:
+            await asyncio.shield(self.store.call(self.store.store.add_counters, increments))
+        except Exception:
+            self._persisted_counters = saved
+            raise
 
     def _alerts_changed(self, alerts: list[Alert]) -> None:
         self.uplink.alerts_changed()

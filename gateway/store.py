@@ -17,14 +17,17 @@ delivered history grows (measured for the project: ~30x faster, and not quadrati
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import functools
+import itertools
 import json
 import logging
 import math
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +37,7 @@ from typing import Any, ParamSpec, TypeVar
 import sqlite_utils
 
 from drivers.measurement import ALERTABLE_FLAGS
+from gateway.clock import kernel_boot_id
 from gateway.model import Alert, AlertState, Reading
 from gateway.store_failover import Taken, take_over, write_back
 from gateway.store_faults import CorruptStore, StorageUnavailable, StoreFault, classify
@@ -47,7 +51,8 @@ from gateway.store_recovery import (
     remove_store_files,
 )
 from gateway.store_salvage import Salvage, SalvagedRows
-from gateway.store_seq import SeqReservation, fsync_directory
+from gateway.store_seq import LAST_SEQ, SeqReservation, fsync_directory
+from gateway.store_unsynced import UnsyncedJournal, UnsyncedRow
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +128,27 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute(f"CREATE INDEX readings_by_subject ON readings({_SUBJECT}, metric, received_at)")
 
 
+#: The one metric indexed by subject (`_v5`).
+_TEMPERATURE = "body_temperature"
+
+
+def _v5(db: sqlite_utils.Database) -> None:
+    """The charts' index of `_v4` keeps each subject's and metric's newest entries on a
+    page of their own, so every commit rewrote a page per subject and metric: 11 of the
+    16 pages a household's second of readings wrote to the SD card. Instead, readings
+    by time (appended: about one page per commit), through which the last hour's
+    vitals are read, and the temperatures by subject (a few a day per bed), through
+    which the isolation's fortnight is read."""
+    db.execute("DROP INDEX IF EXISTS readings_by_subject")
+    db.execute("CREATE INDEX readings_by_time ON readings(received_at)")
+    db.execute(
+        f"CREATE INDEX temperatures_by_subject ON readings({_SUBJECT}, received_at)"
+        f" WHERE metric = '{_TEMPERATURE}'"
+    )
+
+
 #: Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4, _v5)
 
 
 @dataclass(frozen=True)
@@ -148,6 +172,11 @@ class StoreTooNew(RuntimeError):
     """The store was written by a newer gateway: it is left untouched."""
 
 
+#: Acknowledged readings in SQLite whose marks wait for the next unsynced write, at
+#: most (a backlog being sent is marked as it goes).
+_DEFERRED_MARKS_MAX = 500
+
+
 def seq_path(store_path: Path) -> Path:
     """Where the seq reservation of the store at `store_path` is kept."""
     return store_path.with_name(store_path.name + ".seq")
@@ -156,9 +185,21 @@ def seq_path(store_path: Path) -> Path:
 class Store:
     """Synchronous store. Use from a single thread (the `StoreThread`)."""
 
-    def __init__(self, path: Path, max_bytes: int, *, seq_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int,
+        *,
+        seq_file: Path | None = None,
+        unsynced: bool = False,
+        boot: str | None = None,
+    ) -> None:
         """`seq_file`: the seq reservation (default `<path>.seq`; none for an in-memory
-        store, `Path(":memory:")`, unless given)."""
+        store, `Path(":memory:")`, unless given). `unsynced`: `commit_readings` keeps
+        readings in memory and `<path>.unsynced` until `sync` (or any other
+        transaction) writes them to SQLite (see gateway/store_unsynced.py); without it
+        each batch is a transaction of its own. `boot`: the kernel boot this runs in
+        (default: the kernel's), to tell a power cut from a crash."""
         in_memory = str(path) == ":memory:"
         if not in_memory:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,26 +208,96 @@ class Store:
         self._seq = (
             None if in_memory and seq_file is None else SeqReservation(seq_file or seq_path(path))
         )
+        self._buffered = unsynced and not in_memory
+        self._boot = boot or kernel_boot_id()
+        #: Readings accepted but not in SQLite yet, in seq order, and by seq.
+        self._unsynced: list[UnsyncedRow] = []
+        self._unsynced_by_seq: dict[int, UnsyncedRow] = {}
+        #: Readings in SQLite acknowledged since, marked by the next transaction (one
+        #: comes within seconds: the next readings, the rules' timers every 5 s), not
+        #: by one of their own that rewrites two more pages. Lost in a crash: resent.
+        self._deferred_marks: set[int] = set()
+        self._journal = None if in_memory else UnsyncedJournal(path)
         self._conn = sqlite3.connect(path, isolation_level=None)
         try:
             self.db = sqlite_utils.Database(self._conn)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed batch survives a power cut, not only a crash. Batching
-            # keeps this at one fsync per batch, not per reading.
+            # FULL: a committed transaction survives a power cut, not only a crash.
+            # Readings come in one transaction per `sync_interval_s` (or per batch).
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=5000")
             self._migrate()
             self._resume_seq()
+            self._resume_unsynced()
         except BaseException:
             self._conn.close()
+            if self._journal is not None:
+                self._journal.close()
             raise
         #: Estimated bytes a reading takes (row and index entry), refined by eviction.
         self._bytes_per_reading: float | None = None
         #: Where the periodic integrity check goes on (`check_integrity_step`).
         self._check_part, self._check_after = 0, 0
 
-    def close(self) -> None:
-        self._conn.close()
+    def close(self, *, write_unsynced: bool = True) -> None:
+        """Write the readings not in SQLite yet and record a clean stop, then close.
+        `write_unsynced=False` (a store found damaged) leaves them in `<path>.unsynced`
+        for the store that replaces it. A write that fails is logged: they stay there."""
+        try:
+            if self._journal is not None:
+                self._journal.wait()
+            if write_unsynced and str(self.path) != ":memory:":
+                with self._transaction():
+                    self._set_run(clean=True)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning(
+                "store closed without writing the unsynced readings (kept for the next start)",
+                extra={"error": _one_line(exc), "n": len(self._unsynced)},
+            )
+        finally:
+            self._conn.close()
+            if self._journal is not None:
+                self._journal.close()
+
+    def _resume_unsynced(self) -> None:
+        """Write what a crashed run left in `<path>.unsynced`; after a power cut (the
+        last run, which kept readings unsynced, neither stopped cleanly nor ran in this
+        boot) number on above every reserved seq: readings the cut lost may have been
+        published already, and their ids must never be reused."""
+        if self._journal is None:
+            return
+        self._keep_unsynced(self._journal.read())
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'run'").fetchone()
+        last = json.loads(row[0]) if row else None
+        power_cut = bool(
+            last and last["unsynced"] and not last["clean"] and last["boot"] != self._boot
+        )
+        if self._unsynced:
+            log.warning(
+                "readings a crash left unsynced written to the store",
+                extra={"n": len(self._unsynced)},
+            )
+        with self._transaction():
+            ceiling = self._seq.ceiling if self._seq is not None else None
+            if power_cut and ceiling is not None and ceiling > self.last_seq():
+                log.warning(
+                    "the last run ended without a stop in another boot (a power cut): up"
+                    " to store.sync_interval_s of readings may be lost; numbering goes on"
+                    " above the reserved seqs",
+                    extra={"last_seq": self.last_seq(), "next_seq": ceiling + 1},
+                )
+                self.set_last_seq(ceiling)
+            self._set_run(clean=False)
+
+    def _set_run(self, *, clean: bool) -> None:
+        """Record this run: its boot, whether it keeps readings unsynced, whether it
+        stopped cleanly."""
+        run = {"boot": self._boot, "unsynced": self._buffered, "clean": clean}
+        self._conn.execute(
+            "INSERT INTO meta(key, value) VALUES('run', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (json.dumps(run),),
+        )
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -235,11 +346,17 @@ class Store:
     def last_seq(self) -> int:
         """The highest sequence number ever assigned (kept in meta: pruning never
         makes it go backwards)."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-        return int(row[0]) if row else 0
+        if self._unsynced:
+            return max(self._stored_last_seq(), self._unsynced[-1].seq)
+        return self._stored_last_seq()
+
+    def _stored_last_seq(self) -> int:
+        return int(self._conn.execute(LAST_SEQ).fetchone()[0])
 
     def set_last_seq(self, seq: int) -> None:
-        """Record `seq` as the highest issued (inside the caller's transaction, if any)."""
+        """Record `seq` as the highest issued (inside the caller's transaction, if any):
+        needed only where it is not the highest reading kept (a jump; readings about
+        to be evicted), so a commit of readings does not rewrite a page for it."""
         self._conn.execute(
             "INSERT INTO meta(key, value) VALUES('last_seq', ?)"
             " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -265,58 +382,152 @@ class Store:
             return
         seq.renew(through, outside_store=outside_store)
 
-    def commit_readings(self, readings: Sequence[Reading]) -> None:
-        """Write a batch in one transaction. When this returns the readings are durable.
-        On any error nothing of the batch is committed (retry with the same seqs)."""
+    def commit_readings(self, readings: Sequence[Reading]) -> int:
+        """Accept a batch. When this returns, a crash of the process loses none of it:
+        unsynced (see `__init__`), the readings are in `<path>.unsynced` and reach
+        SQLite at the next `sync`; otherwise they are committed, durably. On any error
+        the batch is not accepted: retry with the same seqs (a retry never doubles a
+        reading). Returns how many readings are not in SQLite yet."""
         if not readings:
-            return
-        payloads = [r.payload() for r in readings]
-        rows = [
-            {
-                "seq": p["seq"],
-                "device": p["device"],
-                "metric": p["metric"],
-                "received_at": p["received_at"],
-                "delivered": 0,
-                "payload": json.dumps(p, separators=(",", ":")),
-            }
-            for p in payloads
-        ]
-        max_seq = max(r.seq for r in readings)
+            return len(self._unsynced)
+        rows = [UnsyncedRow(*r.row()) for r in readings]
         if self._seq is not None:
-            self._seq.cover(max_seq)  # reserved (durably) before it is committed
-        with self._transaction():
-            self.db.table("readings").insert_all(rows, batch_size=1000)
-            self.set_last_seq(max_seq)
+            self._seq.cover(max(r.seq for r in rows))  # reserved (durably) before use
+        if not self._buffered:
+            with self._transaction():
+                self._insert_rows(rows)
+            return 0
+        new = [r for r in rows if r.seq not in self._unsynced_by_seq]
+        assert self._journal is not None
+        self._journal.append(new)
+        self._keep_unsynced(new)
+        return len(self._unsynced)
+
+    def _keep_unsynced(self, rows: Sequence[UnsyncedRow]) -> None:
+        for row in rows:
+            if row.seq not in self._unsynced_by_seq:
+                self._unsynced.append(row)
+                self._unsynced_by_seq[row.seq] = row
+        if rows and self._unsynced[-1].seq != rows[-1].seq:  # older than what was kept
+            self._unsynced.sort(key=lambda r: r.seq)
+
+    def sync(self) -> None:
+        """Write the readings not in SQLite yet, in one transaction (any transaction
+        of the store takes them along: an alert, a command, a mark). Its fsync runs in
+        the background (see gateway/store_unsynced.py), unless the last one still does."""
+        if not (self._unsynced or self._deferred_marks):
+            return
+        if self._journal is None or self._journal.fsync_running:
+            with self._transaction():
+                pass
+            return
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._transaction(fsync=False):
+                pass
+        finally:
+            self._conn.execute("PRAGMA synchronous=FULL")
+
+    def take_unsynced(self) -> list[UnsyncedRow]:
+        """Hand the readings not in SQLite yet to another store (this one refuses
+        writes); `<path>.unsynced` keeps them until this store writes again."""
+        rows, self._unsynced, self._unsynced_by_seq = self._unsynced, [], {}
+        return rows
+
+    def adopt_unsynced(self, rows: Sequence[UnsyncedRow]) -> None:
+        """Take over readings another store accepted but could not write."""
+        self._keep_unsynced(rows)
+        self.sync()
+
+    def _write_unsynced(self) -> int:
+        """Inside a transaction: insert the unsynced readings and write the deferred
+        marks. Returns how many readings."""
+        self._insert_rows(self._unsynced)
+        self._conn.executemany(
+            "UPDATE readings SET delivered = 1 WHERE seq = ?", [(s,) for s in self._deferred_marks]
+        )
+        return len(self._unsynced)
+
+    def _not_marked(self) -> tuple[str, list[int]]:
+        """SQL (and its parameters) leaving out the readings whose mark is deferred."""
+        if not self._deferred_marks:
+            return "", []
+        marks = sorted(self._deferred_marks)
+        return f" AND seq NOT IN ({', '.join('?' * len(marks))})", marks
+
+    def _insert_rows(self, rows: Sequence[UnsyncedRow]) -> None:
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO readings(seq, device, metric, received_at, delivered,"
+            " payload) VALUES(?, ?, ?, ?, ?, ?)",
+            [(r.seq, r.device, r.metric, r.received_at, int(r.delivered), r.payload) for r in rows],
+        )
+
+    def _unsynced_written(self, n: int, *, fsync: bool) -> None:
+        """After the commit that wrote the first `n` unsynced readings (all of them),
+        with its own fsync or not."""
+        self._deferred_marks.clear()
+        written = self._unsynced[:n]
+        del self._unsynced[:n]
+        for row in written:
+            del self._unsynced_by_seq[row.seq]
+        if self._journal is None or not written:
+            return
+        if fsync:
+            self._journal.written_synced()
+        else:
+            self._journal.fsync_in_background()
 
     def undelivered(
         self, after_seq: int, limit: int, up_to_seq: int | None = None
     ) -> list[OutboxRow]:
         """Undelivered readings with `after_seq < seq [<= up_to_seq]`, oldest first."""
-        sql = "SELECT seq, device, payload FROM readings WHERE delivered = 0 AND seq > ?"
-        args: list[int] = [after_seq]
+        marked, args = self._not_marked()
+        sql = f"SELECT seq, device, payload FROM readings WHERE delivered = 0{marked} AND seq > ?"
+        args.append(after_seq)
         if up_to_seq is not None:
             sql += " AND seq <= ?"
             args.append(up_to_seq)
         sql += " ORDER BY seq LIMIT ?"
         args.append(limit)
-        return [OutboxRow(*row) for row in self._conn.execute(sql, args)]
+        rows = [OutboxRow(*row) for row in self._conn.execute(sql, args)]
+        # The unsynced readings are newer than every one in SQLite.
+        start = bisect.bisect_right(self._unsynced, after_seq, key=lambda r: r.seq)
+        for row in itertools.islice(self._unsynced, start, None):
+            if len(rows) >= limit or (up_to_seq is not None and row.seq > up_to_seq):
+                break
+            if not row.delivered:
+                rows.append(OutboxRow(row.seq, row.device, row.payload))
+        return rows
 
     def mark_delivered(self, seqs: Iterable[int]) -> None:
-        self._mark_delivered("readings", seqs)
+        """Unsynced readings are marked in memory (so they reach SQLite delivered, and
+        the index of undelivered readings is never touched for them)."""
+        stored = []
+        for seq in seqs:
+            row = self._unsynced_by_seq.get(seq)
+            if row is None:
+                stored.append(seq)
+            else:
+                row.delivered = True
+        if len(self._deferred_marks) + len(stored) <= _DEFERRED_MARKS_MAX:
+            self._deferred_marks.update(stored)  # written by the next transaction
+        else:
+            self._mark_delivered("readings", stored)
 
     def recent_readings(self, limit: int, device: str | None = None) -> list[dict[str, Any]]:
+        newest = [r for r in reversed(self._unsynced) if device in (None, r.device)][:limit]
+        found = [{**json.loads(r.payload), "delivered": r.delivered} for r in newest]
         sql = "SELECT payload, delivered FROM readings"
         args: list[Any] = []
         if device:
             sql += " WHERE device = ?"
             args.append(device)
         sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit)
-        return [
-            {**json.loads(payload), "delivered": bool(delivered)}
-            for payload, delivered in self._conn.execute(sql, args)
-        ]
+        args.append(limit - len(found))
+        for payload, delivered in self._conn.execute(sql, args):
+            p = json.loads(payload)
+            found.append({**p, "delivered": bool(delivered) or p["seq"] in self._deferred_marks})
+        return found
 
     def subject_series(
         self, subject: str, metrics: Sequence[str], since: datetime, until: datetime, limit: int
@@ -333,9 +544,17 @@ class Store:
         sustained for 10 s or more, stays visible)."""
         if not metrics or until <= since or limit < 1:
             return []
+        self.sync()
         drawn = sorted(ALERTABLE_FLAGS)
+        # Temperatures through their own index (its condition must be in the SQL text,
+        # not a parameter), anything else through the readings of the time range.
+        by = (
+            f"INDEXED BY temperatures_by_subject WHERE metric = '{_TEMPERATURE}' AND"
+            if list(metrics) == [_TEMPERATURE]
+            else "INDEXED BY readings_by_time WHERE"
+        )
         where = (
-            f" FROM readings WHERE {_SUBJECT} = ? AND metric IN ({', '.join('?' * len(metrics))})"
+            f" FROM readings {by} {_SUBJECT} = ? AND metric IN ({', '.join('?' * len(metrics))})"
             " AND received_at >= ? AND received_at < ? AND NOT EXISTS (SELECT 1 FROM"
             f" json_each(payload, '$.quality') WHERE value NOT IN ({', '.join('?' * len(drawn))}))"
         )
@@ -403,12 +622,21 @@ class Store:
         makes it durable anyway."""
         rows = [(s,) for s in seqs]
         if rows:
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            try:
-                with self._transaction():
-                    self._conn.executemany(f"UPDATE {table} SET delivered = 1 WHERE seq = ?", rows)
-            finally:
-                self._conn.execute("PRAGMA synchronous=FULL")
+            with self._transaction_without_fsync():
+                self._conn.executemany(f"UPDATE {table} SET delivered = 1 WHERE seq = ?", rows)
+
+    @contextlib.contextmanager
+    def _transaction_without_fsync(self) -> Iterator[None]:
+        """A transaction without an fsync (`synchronous=NORMAL`: durable at the next
+        synced commit). The unsynced readings are written, synced, before it."""
+        if self._unsynced:
+            self.sync()
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._transaction(fsync=False):
+                yield
+        finally:
+            self._conn.execute("PRAGMA synchronous=FULL")
 
     # --- subjects, bindings, the rules' timers, the ledger, other messages ------------
 
@@ -448,19 +676,15 @@ class Store:
         """The rules' timers (or the ledger's days in progress), as JSON, under `name`.
         Without an fsync of its own, like a delivered mark: saved every few seconds,
         a power cut costs at most the last save, and the next commit syncs it."""
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self._transaction():
-                self.db.table("rule_state").upsert(
-                    {
-                        "name": name,
-                        "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                        "state": json.dumps(state, separators=(",", ":")),
-                    },
-                    pk="name",
-                )
-        finally:
-            self._conn.execute("PRAGMA synchronous=FULL")
+        with self._transaction_without_fsync():
+            self.db.table("rule_state").upsert(
+                {
+                    "name": name,
+                    "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "state": json.dumps(state, separators=(",", ":")),
+                },
+                pk="name",
+            )
 
     def rule_state(self, name: str) -> Any:
         row = self._conn.execute("SELECT state FROM rule_state WHERE name = ?", (name,)).fetchone()
@@ -723,6 +947,7 @@ class Store:
             while excess > 0:
                 n = min(chunk, max(1, math.ceil(excess / per_row)))
                 with self._transaction():
+                    self.set_last_seq(self._stored_last_seq())  # the newest may go too
                     deleted = self._conn.execute(
                         "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings"
                         " WHERE delivered = ? ORDER BY seq LIMIT ?)",
@@ -747,10 +972,16 @@ class Store:
         return max(1.0, self.used_bytes() / max(1, count))
 
     def queue_stats(self) -> QueueStats:
+        marked, marks = self._not_marked()
         count, oldest = self._conn.execute(
-            "SELECT count(*), (SELECT received_at FROM readings WHERE delivered = 0"
-            " ORDER BY seq LIMIT 1) FROM readings WHERE delivered = 0"
+            f"SELECT count(*), (SELECT received_at FROM readings WHERE delivered = 0{marked}"
+            f" ORDER BY seq LIMIT 1) FROM readings WHERE delivered = 0{marked}",
+            marks + marks,
         ).fetchone()
+        waiting = [r for r in self._unsynced if not r.delivered]
+        count += len(waiting)
+        if oldest is None and waiting:
+            oldest = waiting[0].received_at
         (events,) = self._conn.execute(
             "SELECT count(*) FROM alert_events WHERE delivered = 0"
         ).fetchone()
@@ -822,7 +1053,12 @@ class Store:
                 batch.rows,
             )
 
-    def _transaction(self) -> _Transaction:
+    def _transaction(self, *, fsync: bool = True) -> _Transaction:
+        """Every transaction takes the unsynced readings along. `fsync`: whether the
+        connection's `synchronous` setting syncs this one (see `sync`)."""
+        if self._unsynced or self._deferred_marks:
+            written = functools.partial(self._unsynced_written, fsync=fsync)
+            return _Transaction(self._conn, self._write_unsynced, written)
         return _Transaction(self._conn)
 
 
@@ -831,12 +1067,27 @@ class _Transaction:
     failed COMMIT is rolled back too (SQLite may have rolled back already, or may have
     left the transaction open); a ROLLBACK that fails never hides the first error."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        first: Callable[[], int] | None = None,
+        committed: Callable[[int], None] | None = None,
+    ) -> None:
+        """`first` runs right after BEGIN; once COMMIT succeeded, `committed` is
+        called with what it returned."""
         self._conn = conn
+        self._first, self._committed = first, committed
+        self._done = 0
 
     def __enter__(self) -> None:
         self._rollback()  # what a failed rollback may have left open
         self._conn.execute("BEGIN IMMEDIATE")
+        if self._first is not None:
+            try:
+                self._done = self._first()
+            except BaseException:
+                self._rollback()
+                raise
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
@@ -847,6 +1098,8 @@ class _Transaction:
         except BaseException:
             self._rollback()
             raise
+        if self._committed is not None:
+            self._committed(self._done)
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:
@@ -855,7 +1108,12 @@ class _Transaction:
 
 
 def open_store(
-    path: Path, max_bytes: int, *, corrupt: str | None = None
+    path: Path,
+    max_bytes: int,
+    *,
+    corrupt: str | None = None,
+    unsynced: bool = False,
+    boot: str | None = None,
 ) -> tuple[Store, StoreRecovery | None]:
     """Open the store at `path`. A file that cannot be the store (`diagnose`), or, with
     `corrupt`, the file there whatever it looks like (a call met corruption at run
@@ -873,11 +1131,12 @@ def open_store(
         )
         if problem is not None:
             recovery = _replace(path, max_bytes, problem, reservation)
-        return Store(path, max_bytes), recovery
+        return Store(path, max_bytes, unsynced=unsynced, boot=boot), recovery
     except (sqlite3.Error, OSError, StoreTooNew) as exc:
         fault = StoreFault.OTHER if isinstance(exc, StoreTooNew) else classify(exc)
         if fault is StoreFault.CORRUPT and corrupt is None and recovery is None:
-            return open_store(path, max_bytes, corrupt=str(exc))  # damage quick_check missed
+            # damage quick_check missed
+            return open_store(path, max_bytes, corrupt=str(exc), unsynced=unsynced, boot=boot)
         failure = StorageUnavailable(f"cannot open the store {path}: {exc}", fault)
         failure.recovery = recovery
         raise failure from exc
@@ -956,7 +1215,18 @@ class StoreThread:
     `generation` changes whenever the store in use is replaced, so the uplink knows
     its cursors and in-flight marks refer to another store."""
 
-    def __init__(self, path: Path, max_bytes: int, memory_max_bytes: int = 16 << 20) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int,
+        memory_max_bytes: int = 16 << 20,
+        *,
+        unsynced: bool = False,
+        boot: str | None = None,
+    ) -> None:
+        """`unsynced`, `boot`: as `Store` takes them."""
+        self._unsynced = unsynced
+        self._boot = boot
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._path = path
         self._max_bytes = max_bytes
@@ -993,10 +1263,16 @@ class StoreThread:
             if corrupt is None:
                 return
             with contextlib.suppress(sqlite3.Error):
-                self._store.close()
+                self._store.close(write_unsynced=False)  # the next store reads them back
             self._store = None
         try:
-            self._store, recovery = open_store(self._path, self._max_bytes, corrupt=corrupt)
+            self._store, recovery = open_store(
+                self._path,
+                self._max_bytes,
+                corrupt=corrupt,
+                unsynced=self._unsynced,
+                boot=self._boot,
+            )
         except StorageUnavailable as exc:
             self.recovery = exc.recovery or self.recovery
             self._unavailable = exc
@@ -1018,6 +1294,8 @@ class StoreThread:
             seq_file=reservation if reservation.exists() else None,
         )
         self._taken = take_over(memory, disk, self._path)
+        if disk is not None:
+            memory.adopt_unsynced(disk.take_unsynced())
         try:
             memory.reserve_seqs(memory.last_seq(), outside_store=True)
         except OSError as exc:  # commits go on within the ceiling already reserved
@@ -1033,7 +1311,9 @@ class StoreThread:
             return True
         try:
             if self._disk is None:
-                self._disk, recovery = open_store(self._path, self._max_bytes)
+                self._disk, recovery = open_store(
+                    self._path, self._max_bytes, unsynced=self._unsynced, boot=self._boot
+                )
                 self.recovery = recovery or self.recovery
             written = write_back(memory, self._disk, self._taken)
             self._disk.reserve_seqs(self._disk.last_seq(), outside_store=False)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.model import AlertState
-from gateway.store_seq import RESERVE_BLOCK
+from gateway.store_seq import LAST_SEQ, RESERVE_BLOCK
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -95,10 +95,9 @@ def peek_last_seq(path: Path) -> int:
     is made, so this works on a full disk); 0 when it cannot be read."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+            return int(conn.execute(LAST_SEQ).fetchone()[0])
     except sqlite3.Error:
         return 0
-    return int(row[0]) if row else 0
 
 
 def write_back(memory: Store, disk: Store, taken: Taken) -> int:

@@ -27,6 +27,12 @@ RESERVE_BLOCK = 10_000
 #: Renew when fewer than this many reserved seqs are left, so that a renewal that
 #: fails (disk full, I/O error) leaves room to go on committing while it is retried.
 RENEW_MARGIN = RESERVE_BLOCK // 2
+#: The highest seq a store has issued: its highest reading kept, or above it what its
+#: `meta` table records (after a jump, or readings evicted).
+LAST_SEQ = (
+    "SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_seq'), 0),"
+    " coalesce((SELECT max(seq) FROM readings), 0))"
+)
 #: Every record is padded to this size (see the module's docstring).
 _RECORD_BYTES = 80
 

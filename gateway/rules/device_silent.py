@@ -50,8 +50,10 @@ class DeviceSilentAlerts(DeviceAlerts):
 
     def on_reading(self, reading: Reading) -> list[Alert]:
         device, now = reading.device, reading.rule_time
-        if device in self._alive:
-            self._alive[device] = max(self._alive[device], now)
+        alive = self._alive.get(device)
+        if alive is not None:
+            if now > alive:
+                self._alive[device] = now
         elif _watched(self._context.binding(device)):
             self._alive[device] = now
         alert = self._active.pop(device, None)

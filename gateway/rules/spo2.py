@@ -30,7 +30,6 @@ from gateway.rules.sustained import (
     Direction,
     SustainedBreach,
     SustainedParams,
-    Track,
     beyond_the_raise_line,
 )
 
@@ -64,7 +63,7 @@ class LowSpo2Alerts(SustainedBreach[LowSpo2Params]):
 
     def _spot_check(self, reading: Reading) -> list[Alert]:
         params = self._params(reading)
-        track = self._tracks.setdefault(subject_key(reading), Track())
+        track = self._track(subject_key(reading))
         value = float(reading.measurement.value)
         if value <= params.raise_at_or_below:
             return self._raise_or_update(

@@ -33,6 +33,7 @@ longer than `max_gap_s` ends a breach as any gap does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -95,15 +96,16 @@ class SustainedParams(ConfigTable):
     #: than `high`.
     LINES: ClassVar[tuple[str, str, str | None]]
 
-    @property
+    # Cached (the parameters are frozen): every sample asks for a line.
+    @functools.cached_property
     def raise_line(self) -> float:
         return float(getattr(self, self.LINES[0]))
 
-    @property
+    @functools.cached_property
     def clear_line(self) -> float:
         return float(getattr(self, self.LINES[1]))
 
-    @property
+    @functools.cached_property
     def critical_line(self) -> float | None:
         field = self.LINES[2]
         return None if field is None else float(getattr(self, field))
@@ -172,6 +174,7 @@ class SustainedBreach(Generic[P]):
     def __init__(self, params: P, context: CareContext) -> None:
         self._base = params
         self._context = context
+        self._table = self.kind.value
         self._tracks: dict[str, Track] = {}
 
     @property
@@ -201,10 +204,10 @@ class SustainedBreach(Generic[P]):
         m = reading.measurement
         if m.metric is not self.metric or not m.alertable:
             return []  # a flagged sample neither counts nor interrupts: gaps are timed
-        if Quality.SPOT_CHECK in m.quality:
+        if m.quality and Quality.SPOT_CHECK in m.quality:  # most samples have no flag
             return self._spot_check(reading)
         params = self._params(reading)
-        track = self._tracks.setdefault(subject_key(reading), Track())
+        track = self._track(subject_key(reading))
         now = reading.rule_time
         if track.last_at is not None and now - track.last_at > params.max_gap_s:
             track.breach_since = track.recovered_since = None  # too long untrustworthy
@@ -237,8 +240,16 @@ class SustainedBreach(Generic[P]):
         """A spot-check is not a continuous sample: ignored unless a subclass says."""
         return []
 
+    def _track(self, key: str) -> Track:
+        """The subject's track (a new one made only when there is none: every reading
+        asks)."""
+        track = self._tracks.get(key)
+        if track is None:
+            track = self._tracks[key] = Track()
+        return track
+
     def _params(self, reading: Reading) -> P:
-        return self._context.params(self.kind.value, reading.subject, self._base)
+        return self._context.params(self._table, reading.subject, self._base)
 
     def _raise_or_update(
         self,

@@ -124,6 +124,11 @@ class GatewayCollector(Collector):
             "Measurements dropped because their device is bound to no subject.",
             counted.get("readings_from_unbound_device", 0),
         )
+        yield _counter(
+            "readings_refused",
+            "Measurements refused because the queue to the store was full (a stuck store).",
+            counted.get("readings_refused", 0),
+        )
         refused = CounterMetricFamily(
             _PREFIX + "refused_packets",
             "Device packets refused: malformed (truncated, checksum, implausible) or by a"

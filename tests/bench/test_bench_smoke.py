@@ -9,9 +9,9 @@ import sys
 from tests.conftest import REPO
 
 
-def test_the_benchmark_runs_and_prints_every_row() -> None:
+def test_the_benchmark_runs_and_prints_every_row_with_its_goal() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--readings", "300"],
+        [sys.executable, "-m", "bench", "--quick", "--readings", "300", "--household-s", "2"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -26,7 +26,21 @@ def test_the_benchmark_runs_and_prints_every_row() -> None:
         "backlog drain",
         "live latency",
         "peak RSS",
+        "CPU per reading",
+        "household: disk writes per reading",
+        "household: CPU",
+        "household: RSS",
+        "idle latency: 60 devices",
         "headroom",
     ):
         assert row in done.stdout, f"no {row!r} row:\n{done.stdout}"
     assert "FAILED" not in done.stdout
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("#  "))
+    assert lines[header].split()[-2:] == ["goal", "met?"], done.stdout
+    table = lines[header + 2 : lines.index("", header)]
+    # Every gateway row with a goal says whether it met it: a household row that
+    # measured nothing (no readings committed, no bytes) would show no figure at all.
+    for key in ("2", "3", "5", "6", "7", "8", "9", "10"):
+        line = next(line for line in table if line.split()[0] == key)
+        assert line.split()[-1] in ("yes", "no"), line

@@ -338,6 +338,27 @@ async def test_on_a_full_disk_a_memory_store_stands_in_and_is_written_back(
         assert [seq for (seq,) in conn.execute("SELECT seq FROM readings")] == [1, 2, 3]
 
 
+@pytest.mark.asyncio
+async def test_readings_not_yet_synced_when_the_disk_fills_go_on_to_the_memory_store(
+    small_disk: Path,
+) -> None:
+    path = small_disk / "g.sqlite3"
+    thread = StoreThread(path, MAX, unsynced=True)
+    await thread.open()
+    await thread.call(thread.store.commit_readings, [reading(1), reading(2)])
+    filler = fill(small_disk)
+    await thread.call(thread.store.commit_readings, [reading(3)])
+    await thread.call(thread.store.sync)  # the disk refuses: a memory store stands in
+
+    assert thread.fault is not None and "disk is full" in thread.fault
+    assert [r.seq for r in await thread.call(thread.store.undelivered, 0, 10)] == [1, 2, 3]
+    filler.unlink()
+    assert await thread.write_back()
+    await thread.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert [seq for (seq,) in conn.execute("SELECT seq FROM readings")] == [1, 2, 3]
+
+
 def test_out_of_inodes_the_reservation_is_renewed_in_place(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "disk", "size=32m,nr_inodes=16") as disk:
         path = disk / "g.sqlite3"

@@ -167,7 +167,7 @@ def test_a_bad_config_names_the_key_and_the_problem(
         ("mqtt", "status_interval_s = nan"),
         ("mqtt", "reconnect_max_s = inf"),
         ("store", "max_mb = inf"),
-        ("store", "batch_wait_ms = nan"),
+        ("store", "sync_interval_s = nan"),
         ("bluetooth", "watchdog_silence_s = +inf"),
         ("rules.fever", "high_fever_c = nan"),
         ("rules.fever.lines", "oral = inf"),

@@ -276,16 +276,19 @@ def test_subject_series_keeps_to_the_subject_range_and_clean_values(tmp_path: Pa
 
 
 def test_readings_kept_before_the_upgrade_are_found(tmp_path: Path) -> None:
-    """A store of schema 3 (before the charts' index) gets it at the next open."""
+    """A store of schema 3 (before the charts' indexes) gets them at the next open."""
     path = tmp_path / "g.sqlite3"
     store = Store(path, 10**9)
     store.commit_readings([reading(1, Metric.SPO2, 95, at_s=5)])
     store.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.execute("DROP INDEX readings_by_subject")
+        conn.execute("DROP INDEX readings_by_time")
+        conn.execute("DROP INDEX temperatures_by_subject")
         conn.execute("PRAGMA user_version = 3")
     store = Store(path, 10**9)
     at = (T0 + timedelta(seconds=5)).isoformat(timespec="milliseconds")
     hour = (T0, T0 + timedelta(hours=1))
     assert store.subject_series("bed-1", ["spo2"], *hour, 10) == [(at, "spo2", 95.0, None)]
-    assert "readings_by_subject" in {index.name for index in store.db["readings"].indexes}
+    indexes = {index.name for index in store.db["readings"].indexes}
+    assert {"readings_by_time", "temperatures_by_subject"} <= indexes
+    assert "readings_by_subject" not in indexes
