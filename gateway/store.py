@@ -421,12 +421,8 @@ class Store:
             with self._transaction():
                 pass
             return
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self._transaction(fsync=False):
-                pass
-        finally:
-            self._conn.execute("PRAGMA synchronous=FULL")
+        with self._transaction_unfsynced():
+            pass
 
     def take_unsynced(self) -> list[UnsyncedRow]:
         """Hand the readings not in SQLite yet to another store (this one refuses
@@ -631,6 +627,12 @@ class Store:
         synced commit). The unsynced readings are written, synced, before it."""
         if self._unsynced:
             self.sync()
+        with self._transaction_unfsynced():
+            yield
+
+    @contextlib.contextmanager
+    def _transaction_unfsynced(self) -> Iterator[None]:
+        """A transaction committed with `synchronous=NORMAL`: no fsync of its own."""
         self._conn.execute("PRAGMA synchronous=NORMAL")
         try:
             with self._transaction(fsync=False):

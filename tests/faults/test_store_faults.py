@@ -14,30 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.model import Alert, AlertKind, AlertState, Severity
 from gateway.store import Store, StoreThread, open_store
 from gateway.store_faults import StorageUnavailable, StoreFault, classify
 from gateway.store_recovery import RecoveryReason
 from gateway.store_seq import RESERVE_BLOCK
 from tests.faults.disks import fill, tmpfs
-from tests.gateway.helpers import T0, reading
+from tests.gateway.helpers import low_spo2_alert, reading
 
 MAX = 10**9
-
-
-def alert(n: int) -> Alert:
-    return Alert(
-        id=f"low_spo2:bed-1:{n}",
-        kind=AlertKind.LOW_SPO2,
-        subject="bed-1",
-        device="plx-f00000000002",
-        severity=Severity.HIGH,
-        state=AlertState.RAISED,
-        raised_at=T0,
-        updated_at=T0,
-        value=88,
-        threshold=90,
-    )
 
 
 def stored(path: Path, n: int, delivered: int = 0, alerts: int = 0) -> dict[int, str]:
@@ -47,7 +31,7 @@ def stored(path: Path, n: int, delivered: int = 0, alerts: int = 0) -> dict[int,
     for first in range(1, n + 1, 1000):
         store.commit_readings([reading(s) for s in range(first, min(n, first + 999) + 1)])
     store.mark_delivered(range(1, delivered + 1))
-    store.save_alert_events([alert(i) for i in range(alerts)])
+    store.save_alert_events([low_spo2_alert(i) for i in range(alerts)])
     payloads = {row.seq: row.payload for row in store.undelivered(0, n)}
     store.close()
     return payloads
@@ -260,7 +244,7 @@ def test_eviction_just_over_the_limit_deletes_few_rows_and_never_alert_events(
     store = Store(tmp_path / "g.sqlite3", MAX)
     for first in range(1, 12_001, 1000):
         store.commit_readings([reading(s) for s in range(first, first + 1000)])
-    store.save_alert_events([alert(1)])
+    store.save_alert_events([low_spo2_alert(1)])
     store.max_bytes = store.used_bytes() - 1  # the limit just crossed
 
     evicted = store.enforce_size_limit()

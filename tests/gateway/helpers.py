@@ -15,7 +15,7 @@ import httpx
 
 from drivers.measurement import Measurement, Metric, Quality, Site
 from gateway.config import Config, load_config, parse_config
-from gateway.model import ClockState, Instant, Reading
+from gateway.model import Alert, AlertKind, AlertState, ClockState, Instant, Reading, Severity
 from gateway.rules.engine import RuleEngine
 from gateway.subjects import SubjectDirectory
 from gateway.web.auth import PasswordFile
@@ -74,6 +74,22 @@ def reading(
         measurement=Measurement(metric, value, quality, site),
         received_at=T0 + timedelta(seconds=at_s),
         clock=ClockState.SYNCED,
+    )
+
+
+def low_spo2_alert(n: int = 1) -> Alert:
+    """A raised low-SpO2 alert of bed-1, numbered `n`."""
+    return Alert(
+        id=f"low_spo2:bed-1:{n}",
+        kind=AlertKind.LOW_SPO2,
+        subject="bed-1",
+        device="plx-f00000000002",
+        severity=Severity.HIGH,
+        state=AlertState.RAISED,
+        raised_at=T0,
+        updated_at=T0,
+        value=88,
+        threshold=90,
     )
 
 

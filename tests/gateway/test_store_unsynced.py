@@ -16,11 +16,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.model import Alert, AlertKind, AlertState, Severity
 from gateway.store import Store
 from gateway.store_unsynced import UnsyncedFile, UnsyncedJournal, UnsyncedRow, unsynced_paths
 from tests.conftest import REPO
-from tests.gateway.helpers import T0, reading
+from tests.gateway.helpers import low_spo2_alert, reading
 
 MAX = 10**9
 
@@ -153,19 +152,7 @@ def test_an_alert_takes_the_readings_before_it_to_disk(tmp_path: Path) -> None:
     path = tmp_path / "g.sqlite3"
     store = Store(path, MAX, unsynced=True)
     store.commit_readings([reading(s) for s in range(1, 4)])
-    alert = Alert(
-        id="low_spo2:bed-1:1",
-        kind=AlertKind.LOW_SPO2,
-        subject="bed-1",
-        device="plx-f00000000002",
-        severity=Severity.HIGH,
-        state=AlertState.RAISED,
-        raised_at=T0,
-        updated_at=T0,
-        value=88,
-        threshold=90,
-    )
-    store.save_alert_events([alert])
+    store.save_alert_events([low_spo2_alert()])
     assert stored_seqs(path) == [1, 2, 3]
     assert left_unsynced(path) == 0
     store.close()
