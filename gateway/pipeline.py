@@ -223,13 +223,8 @@ class Pipeline:
             self._wake.clear()
             try:
                 await self._flush()
-                if self._unsynced and (
-                    self._stopping
-                    or self._unsynced >= _UNSYNCED_MAX
-                    or self._sync_wait(loop.time()) == 0
-                ):
-                    await self._store.call(self._store.store.sync)
-                    self._unsynced = 0
+                if self._unsynced and (self._stopping or self._sync_wait(loop.time()) == 0):
+                    await self._sync()
             except Exception as exc:  # a store error must not stop collection for good
                 failures += 1
                 self._log_failure(exc, failures)
@@ -246,6 +241,10 @@ class Pipeline:
                 failures = 0
             if self._stopping:
                 return
+
+    async def _sync(self) -> None:
+        await self._store.call(self._store.store.sync)
+        self._unsynced = 0
 
     def _sync_wait(self, now: float) -> float | None:
         """Seconds until the unsynced readings are due in SQLite (None: there are none)."""
@@ -291,6 +290,8 @@ class Pipeline:
             for reading in readings:
                 self._ledger.on_reading(reading)
             await self._save_alerts()
+            if self._unsynced >= _UNSYNCED_MAX:  # a burst is written as it goes, not held
+                await self._sync()
         await self._save_ledger_days()
 
     async def _renumber(self) -> None:
