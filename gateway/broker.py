@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import getpass
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -85,6 +86,11 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The running mosquitto's process id (None while stopped)."""
+        return self._proc.pid if self._proc is not None else None
+
     def start(self) -> Mosquitto:
         self._proc = subprocess.Popen(
             [self.binary, "-c", str(self.config_path)],
@@ -114,6 +120,15 @@ class Mosquitto:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
 
     def log_text(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

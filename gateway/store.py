@@ -217,6 +217,9 @@ class Store:
         #: comes within seconds: the next readings, the rules' timers every 5 s), not
         #: by one of their own that rewrites two more pages. Lost in a crash: resent.
         self._deferred_marks: set[int] = set()
+        #: How many times undelivered readings were rewritten (`correct_clock`): rows
+        #: read before a rewrite may no longer be what is kept (the uplink's read-ahead).
+        self.rewrites = 0
         self._journal = None if in_memory else UnsyncedJournal(path)
         self._conn = sqlite3.connect(path, isolation_level=None)
         try:
@@ -836,6 +839,8 @@ class Store:
                     "UPDATE readings SET received_at = ?, payload = ? WHERE seq = ?", updates
                 )
                 rewritten += len(updates)
+            if rewritten:
+                self.rewrites += 1
             alerts = self._conn.execute(
                 "SELECT id, payload FROM alerts WHERE state != ?"
                 " OR id IN (SELECT alert_id FROM alert_events WHERE seq > ?)",

@@ -402,3 +402,47 @@ async def test_a_time_stamped_after_the_synchronisation_is_never_taken_for_the_s
         "device_silent",
         REAL.isoformat(timespec="milliseconds"),
     )
+
+
+@pytest.mark.asyncio
+async def test_readings_read_ahead_of_a_full_window_go_out_corrected(
+    tmp_path: Path, township: tuple[Mosquitto, Subscriber]
+) -> None:
+    """The uplink reads ahead of what it can send at once; a correction coming while
+    readings wait there must still reach them: they go out corrected, not as read."""
+    broker, server = township
+    clock = PiClock(wall=datetime(2000, 1, 1, tzinfo=UTC))
+    config = load_config(
+        write_config(
+            tmp_path,
+            broker.port,
+            devices=DEVICE,
+            mqtt_extra="max_inflight = 2\nreadings_per_message = 1",
+        )
+    )
+    service = GatewayService(
+        config, now=clock.now, monotonic=clock.monotonic, clock_state=clock.state, boot="boot-1"
+    )
+    await service.start()
+    try:
+        health = service.uplink.health
+        await until(lambda: health.published_messages >= 4 and not health.inflight, what="up")
+        broker.pause()  # no PUBACK comes: two messages in flight, the third reading waits
+        try:
+            stamps = await spot_checks(service, clock, 97, 96, 98)  # seqs 1-3, one batch
+            await until(lambda: health.inflight == 2, what="the window full")
+            step = REAL - clock.wall
+            await synchronise(service, clock, REAL)
+        finally:
+            broker.resume()
+        await until(lambda: len(server.readings()) == 3 and corrections(server), what="sent")
+    finally:
+        await service.stop()
+
+    readings = received(server)
+    # Seq 1 was in flight (with seq 2, or a status), seq 3 waited in the read-ahead.
+    assert (readings[1]["received_at"], readings[1]["clock"]) == (stamps[0], "unsynced")
+    assert (readings[3]["received_at"], readings[3]["clock"]) == (
+        shifted(stamps[2], step),
+        "corrected",
+    )
