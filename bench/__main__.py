@@ -1,5 +1,6 @@
-"""`python -m bench [--quick] [--readings N] [--household-s S] [--sync-interval-s S]`:
-run every measurement, print the table.
+"""`python -m bench [--quick] [--readings N] [--household-s S] [--sync-interval-s S]
+[--only ROWS]`: run every measurement (or only those the rows named need), print the
+table.
 `python -m bench soak [--minutes M] [--speed X] [--tracemalloc]`: the soak instead
 (bench/soak_report.py).
 
@@ -26,6 +27,22 @@ from bench.runner import Outcome, run_child
 DEFAULT_READINGS = 30_000
 QUICK_READINGS = 3_000
 HOUSEHOLD_S, QUICK_HOUSEHOLD_S = 60, 10
+#: The scenarios each row of the table needs: its own run and its baseline's.
+ROW_SCENARIOS = {
+    "A": ("sqlite",),
+    "B": ("mqtt",),
+    "B'": ("mqtt-latency",),
+    "1": ("sqlite", "ingest"),
+    "2": ("mqtt", "e2e"),
+    "3": ("mqtt", "backlog"),
+    "4": ("mqtt-latency", "backlog"),
+    "5": ("import", "ingest", "e2e", "backlog"),
+    "6": ("mqtt", "e2e"),
+    "7": ("household",),
+    "8": ("household",),
+    "9": ("import", "household"),
+    "10": ("mqtt-latency", "idle"),
+}
 
 
 def _plan(readings: int, quick: bool, household_s: int) -> list[tuple[str, str, int]]:
@@ -43,6 +60,17 @@ def _plan(readings: int, quick: bool, household_s: int) -> list[tuple[str, str, 
         ("household", "household: 6 devices in real time", household_s),
         ("idle", "idle latency at 60 devices, in real time", 40 if quick else 200),
     ]
+
+
+def _rows(text: str) -> list[str]:
+    """`--only`'s comma-separated row keys, each one of the table's."""
+    keys = [key.strip() for key in text.split(",") if key.strip()]
+    unknown = [key for key in keys if key not in ROW_SCENARIOS]
+    if not keys or unknown:
+        raise argparse.ArgumentTypeError(
+            f"rows are {', '.join(ROW_SCENARIOS)}; not {', '.join(unknown) or 'none'}"
+        )
+    return keys
 
 
 def _timeout(scenario: str, n: int) -> float:
@@ -108,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="the gateway runs' store.sync_interval_s (default: the gateway's default)",
     )
+    parser.add_argument(
+        "--only",
+        type=_rows,
+        metavar="ROWS",
+        help="only these rows of the table, comma-separated (e.g. 7,8,9): the runs they"
+        " and their baselines need",
+    )
     args = parser.parse_args(argv)
     if args.sync_interval_s is not None:
         os.environ[SYNC_INTERVAL_ENV] = str(args.sync_interval_s)  # read by each child
@@ -123,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {env}", file=sys.stderr, flush=True)
     outcomes: dict[str, Outcome] = {}
     plan = _plan(readings, args.quick, household_s)
+    if args.only:
+        needed = {scenario for key in args.only for scenario in ROW_SCENARIOS[key]}
+        plan = [step for step in plan if step[0] in needed]
     started = time.monotonic()
     for i, (scenario, what, n) in enumerate(plan, start=1):
         size = f" ({n} s)" if scenario == "household" else f" (n={n:,})" if n else ""
@@ -134,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"Gateway benchmark, {env}")
-    print(report.table(report.rows(outcomes)))
-    print()
-    print(report.headroom(outcomes))
+    rows = report.rows(outcomes)
+    print(report.table([row for row in rows if not args.only or row.key in args.only]))
+    if not args.only or "e2e" in outcomes:
+        print()
+        print(report.headroom(outcomes))
     print()
     for line in report.details(outcomes):
         print(line)

@@ -306,6 +306,8 @@ class GatewayService:
             log_config=None,
             access_log=False,
             lifespan="off",
+            # The page uses no WebSocket: not loading the library saves 0.6 MB.
+            ws="none",
             # A request still running at stop (a page's event stream) is cut after this.
             timeout_graceful_shutdown=_WEB_SHUTDOWN_S,
         )

@@ -7,6 +7,9 @@ English text is the message id, so the English catalogue is empty. The catalogue
 compiled in memory when the page starts: no binary `.mo` file is kept beside its source.
 Times are said as people say them, in the gateway's zone: "3 分钟前", "今天 07:42",
 "昨天 21:05", "11月30日 07:42".
+
+Babel (and its locale data) is loaded with the first page shown, not with the service:
+a gateway whose page nobody opens never holds it in memory.
 """
 
 from __future__ import annotations
@@ -15,12 +18,10 @@ import io
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_skeleton, format_timedelta
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import NullTranslations, Translations
+if TYPE_CHECKING:
+    from babel.support import NullTranslations
 
 #: What a time never reached is shown as (a dash: the same in every language).
 NEVER = "\u2013"
@@ -36,6 +37,10 @@ LANGUAGE_NAMES = {"zh_CN": "中文", "en": "English"}
 @cache
 def translations(locale: str) -> NullTranslations:
     """The compiled catalogue of `locale` (one of `LOCALES`)."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+    from babel.support import NullTranslations, Translations
+
     source = resources.files("gateway.web").joinpath(f"locale/{locale}/LC_MESSAGES/messages.po")
     if not source.is_file():
         return NullTranslations()
@@ -50,6 +55,8 @@ def translations(locale: str) -> NullTranslations:
 def negotiate(chosen: str | None, accept_language: str | None) -> str:
     """The locale to answer in: the switch's choice (cookie), else the first language of
     the browser's `Accept-Language` that the page has, else Chinese."""
+    from babel import Locale, UnknownLocaleError
+
     if chosen in LOCALES:
         return chosen
     preferred = []
@@ -86,6 +93,8 @@ class Speech:
 
     def ago(self, then: datetime | str | None) -> str:
         """'3 分钟前' / '3 minutes ago'; `NEVER` when never."""
+        from babel.dates import format_timedelta
+
         moment = _moment(then)
         if moment is None:
             return NEVER
@@ -110,6 +119,8 @@ class Speech:
 
     def day(self, day: date | str) -> str:
         """A local date as '12月1日' / 'Dec 1' (with the year when not this year)."""
+        from babel.dates import format_skeleton
+
         if isinstance(day, str):
             day = date.fromisoformat(day)
         skeleton = "MMMd" if day.year == self.now.year else "yMMMd"

@@ -1,26 +1,33 @@
 """Pages rendered on the gateway: Jinja2 templates (`templates/`), one environment per
 language with its catalogue installed, every value escaped. A request sent by the
 page's own script for a live update names the parts it will take (`X-Live-Parts`, the
-ids of `data-live` elements): a page may leave the others' costly parts out."""
+ids of `data-live` elements): a page may leave the others' costly parts out.
+
+Jinja2 is loaded with the first page rendered, not with the service: a gateway whose
+page nobody opens never holds it in memory (over 1 MB; issue 12)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from drivers.measurement import UNITS
 from gateway.web import labels, views
 from gateway.web.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, Speech, negotiate, translations
 
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
 
 @cache
 def _environment(locale: str) -> Environment:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
     env = Environment(
         loader=PackageLoader("gateway.web", "templates"),
         autoescape=select_autoescape(default=True),

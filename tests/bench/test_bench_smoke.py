@@ -44,3 +44,35 @@ def test_the_benchmark_runs_and_prints_every_row_with_its_goal() -> None:
     for key in ("2", "3", "5", "6", "7", "8", "9", "10"):
         line = next(line for line in table if line.split()[0] == key)
         assert line.split()[-1] in ("yes", "no"), line
+
+
+def test_only_runs_the_rows_named_and_their_baselines() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--household-s", "2", "--only", "9"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Row 9's own run and its baseline (a child that only imports), nothing else.
+    assert "[1/2] RSS with the gateway modules imported" in done.stderr, done.stderr
+    assert "[2/2] household" in done.stderr, done.stderr
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("#  "))
+    table = lines[header + 2 : lines.index("", header)]
+    assert [line.split()[0] for line in table] == ["9"], done.stdout
+    assert "imports only" in table[0] and table[0].split()[-1] in ("yes", "no"), table[0]
+    assert "headroom" not in done.stdout
+
+
+def test_only_refuses_a_row_the_table_does_not_have() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "9,11"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "not 11" in done.stderr, done.stderr
