@@ -6,7 +6,8 @@
 # Raspberry Pi OS, what is missing through apt: mosquitto for both; for the tests also
 # Chromium and a Chinese font (the browser tests lay the page out and take its
 # screenshots as a phone shows it), dbus-daemon, systemd (systemd-analyze checks the
-# unit) and the headers dbus-python builds against.
+# unit), the headers dbus-python builds against, and PostgreSQL's server binaries (the
+# township tests start a private server of their own, never the system's).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -19,7 +20,7 @@ demo: $(VENV)/.installed-run
 	$(BIN)/bedside-gateway demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed-test node_modules/.installed
-	@$(MAKE) --no-print-directory system-packages PACKAGES="mosquitto chromium fonts-noto-cjk dbus-daemon systemd"
+	@$(MAKE) --no-print-directory system-packages PACKAGES="mosquitto chromium fonts-noto-cjk dbus-daemon systemd postgresql"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -44,7 +45,7 @@ $(VENV)/.installed-run: pyproject.toml $(VENV)/.created
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.created
 	@# dbus-python (the BlueZ tests) builds from source against libdbus and GLib.
 	@$(MAKE) --no-print-directory system-packages PACKAGES="build-essential pkg-config libdbus-1-dev libglib2.0-dev"
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,township]'
 	touch $@ $(VENV)/.installed-run
 
 # The AsyncAPI CLI that tests/test_asyncapi_cli.py validates docs/asyncapi.yaml with, at the

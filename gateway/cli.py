@@ -109,7 +109,27 @@ def _parser() -> argparse.ArgumentParser:
         "--stdin", action="store_true", help="read the password from one line of stdin"
     )
     password.set_defaults(handler=_set_password)
+
+    township = sub.add_parser(
+        "township", help="the township server: consume, command, report", add_help=False
+    )
+    township.add_argument("-h", "--help", action="store_true", help=argparse.SUPPRESS)
+    township.add_argument("args", nargs=argparse.REMAINDER)
+    township.set_defaults(handler=_township)
     return parser
+
+
+def _township(args: argparse.Namespace) -> int:
+    try:  # never loaded by the gateway, nor installed with it
+        from gateway.township.cli import main as township
+    except ModuleNotFoundError as exc:
+        print(
+            f"the township server needs what a gateway does not ({exc.name} is missing):"
+            " pip install 'bedside-gateway[township]'",
+            file=sys.stderr,
+        )
+        return 2
+    return township(["--help"] if args.help else args.args)
 
 
 def _set_password(args: argparse.Namespace) -> int:

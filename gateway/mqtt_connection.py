@@ -90,7 +90,7 @@ class MqttConnection:
         self,
         settings: MqttSection,
         client_id: str,
-        will: LastWill,
+        will: LastWill | None,
         subscriptions: tuple[str, ...] = (),
         on_message: Callable[[InboundMessage], None] = lambda message: None,
     ) -> None:
@@ -167,18 +167,23 @@ class MqttConnection:
         payload: str,
         retain: bool = False,
         correlation_data: bytes | None = None,
+        response_topic: str | None = None,
     ) -> asyncio.Future[bool]:
         """Publish at QoS 1. The future settles on the PUBACK: True if the broker
         accepted the message, False if it refused it (a failing MQTT 5 reason code).
         It is cancelled if the connection is closed first. `correlation_data`: MQTT 5,
-        for an answer on a response topic."""
+        for an answer on a response topic; `response_topic`: MQTT 5, where to answer
+        this one."""
         client = self._client
         if client is None:
             raise MqttConnectionError("no client")
         properties = None
-        if correlation_data is not None and self._settings.protocol == "5":
+        if self._settings.protocol == "5" and (correlation_data, response_topic) != (None, None):
             properties = Properties(PacketTypes.PUBLISH)
-            properties.CorrelationData = correlation_data
+            if correlation_data is not None:
+                properties.CorrelationData = correlation_data
+            if response_topic is not None:
+                properties.ResponseTopic = response_topic
         info = client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise MqttConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
@@ -218,7 +223,8 @@ class MqttConnection:
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)
         client.connect_timeout = _CONNACK_TIMEOUT_S
-        client.will_set(self._will.topic, self._will.payload, qos=1, retain=True)
+        if self._will is not None:
+            client.will_set(self._will.topic, self._will.payload, qos=1, retain=True)
         if settings.username:
             password = None
             if settings.password_file is not None:

@@ -26,6 +26,8 @@ from paho.mqtt.properties import Properties
 from gateway.broker import Mosquitto, free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
+#: `postgres_server` and `postgres_url`: a private PostgreSQL for the tests that need one.
+pytest_plugins = ["tests.postgres"]
 
 
 @pytest.fixture
