@@ -118,12 +118,58 @@ class _ReadingStream(_Stream):
             self.read_to = rows[-1].seq
         return True
 
+    def wanted(self, up_to: int | None) -> _WantedReadings:
+        """What to read next: on from `read_to`, as many as `waiting` has room for."""
+        return _WantedReadings(self.read_to, _FETCH_LIMIT - len(self.waiting), up_to)
+
     def sent(self, seqs: list[int]) -> None:
         """`seqs` of the waiting rows went out."""
         self.ahead.update(seqs)
         self.waiting = [r for r in self.waiting if r.seq not in self.ahead]
         self.cursor = self.waiting[0].seq - 1 if self.waiting else self.read_to
         self.ahead = {s for s in self.ahead if s > self.cursor}
+
+
+@dataclass(frozen=True, slots=True)
+class _WantedReadings:
+    """Undelivered readings after `after` (through `up_to`), at most `limit`."""
+
+    after: int
+    limit: int
+    up_to: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadingsRead:
+    #: The store's `rewrites` when `rows` were read.
+    rewrites: int
+    rows: list[OutboxRow]
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    alert_events_after: int
+    messages_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Outbox:
+    """What one round read from the store."""
+
+    alert_events: list[OutboxRow]
+    messages: list[OutboxRow]
+    #: None: not read (no room this round).
+    live: _ReadingsRead | None
+    backlog: _ReadingsRead | None
+
+
+@dataclass(slots=True)
+class _Acked:
+    """The seqs acknowledged since the last round, by kind."""
+
+    readings: list[int] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+    messages: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -326,17 +372,32 @@ class Uplink:
                 live, backlog = _ReadingStream(live_floor), _ReadingStream(0)
                 alerts, messages = _Stream(0), _Stream(0)
                 self._publish_devices = self._publish_active = self._publish_subjects = True
-            await self._settle_acks()
-            await self._publish_alert_events(alerts)
-            await self._publish_messages(messages)
+            acked = self._settle_acks()
+            # What may go out this round (alert events and messages come first and
+            # take room too): no reading is read that cannot be sent.
+            room = self._mqtt.max_inflight - len(self._inflight)
+            backlog_share = max(1, self._mqtt.max_inflight // 2)
+            backlog_room = min(room, backlog_share - self._backlog_inflight())
+            draining = backlog_room > 0 and backlog.cursor < live_floor
+            outbox = await self._store.call(
+                self._exchange,
+                acked,
+                _Wanted(alerts.cursor, messages.cursor),
+                live.wanted(None) if room > 0 else None,
+                backlog.wanted(live_floor) if draining else None,
+            )
+            self.health.delivered_readings += len(acked.readings)
+            await self._take(live, outbox.live, None)
+            await self._take(backlog, outbox.backlog, live_floor)
+            self._publish_rows(alerts, "alert_event", outbox.alert_events, lambda _: "alerts")
+            self._publish_rows(messages, "message", outbox.messages, lambda row: row.device)
             await self._publish_retained_sets()
             room = self._mqtt.max_inflight - len(self._inflight)
             if room > 0:
-                room -= await self._publish_readings(live, None, room, backlog=False)
-            backlog_share = max(1, self._mqtt.max_inflight // 2)
+                room -= self._publish_readings(live, None, room, backlog=False)
             backlog_room = min(room, backlog_share - self._backlog_inflight())
-            if backlog_room > 0 and backlog.cursor < live_floor:
-                await self._publish_readings(backlog, live_floor, backlog_room, backlog=True)
+            if backlog_room > 0 and outbox.backlog is not None:
+                self._publish_readings(backlog, live_floor, backlog_room, backlog=True)
             now = asyncio.get_running_loop().time()
             if now >= next_status or self._publish_status:
                 self._publish_status = False
@@ -352,18 +413,22 @@ class Uplink:
     def _backlog_inflight(self) -> int:
         return sum(1 for f in self._inflight.values() if f.kind == "backlog")
 
-    async def _publish_readings(
+    async def _take(
+        self, stream: _ReadingStream, read: _ReadingsRead | None, up_to: int | None
+    ) -> None:
+        """Keep what the round read of `stream`; read it again (from the cursor) if a
+        rewrite made the rows waiting stale."""
+        if read is not None and not stream.read(read.rows, read.rewrites):
+            again = await self._store.call(self._read_readings, stream.wanted(up_to))
+            stream.read(again.rows, again.rewrites)
+
+    def _publish_readings(
         self, stream: _ReadingStream, up_to: int | None, room: int, backlog: bool
     ) -> int:
-        """Publish up to `room` messages, each of one device's readings in seq order,
-        oldest device first. Returns the number of messages published."""
+        """Publish up to `room` messages of the rows waiting (just read), each of one
+        device's readings in seq order, oldest device first. Returns the number of
+        messages published."""
         per_message = self._mqtt.readings_per_message
-        for _ in range(2):  # once more after a rewrite made the waiting rows stale
-            rewrites, rows = await self._store.call(
-                self._read_readings, stream.read_to, _FETCH_LIMIT - len(stream.waiting), up_to
-            )
-            if stream.read(rows, rewrites):
-                break
         if not stream.waiting and up_to is not None:
             stream.cursor = stream.read_to = up_to  # nothing left of the backlog
             return 0
@@ -387,13 +452,36 @@ class Uplink:
         stream.sent(sent)
         return min(room, len(batches))
 
-    def _read_readings(
-        self, after_seq: int, limit: int, up_to: int | None
-    ) -> tuple[int, list[OutboxRow]]:
-        """On the store's thread: its `rewrites`, then undelivered readings after
-        `after_seq`, read in the same step so that no rewrite can come in between."""
+    def _read_readings(self, wanted: _WantedReadings) -> _ReadingsRead:
+        """On the store's thread: its `rewrites`, then the undelivered readings
+        `wanted`, read in the same step so that no rewrite can come in between."""
         store = self._store.store
-        return store.rewrites, store.undelivered(after_seq, limit, up_to) if limit > 0 else []
+        rows = store.undelivered(wanted.after, wanted.limit, wanted.up_to) if wanted.limit else []
+        return _ReadingsRead(store.rewrites, rows)
+
+    def _exchange(
+        self,
+        acked: _Acked,
+        wanted: _Wanted,
+        live: _WantedReadings | None,
+        backlog: _WantedReadings | None,
+    ) -> _Outbox:
+        """On the store's thread, the whole of a round's store work in one call (each
+        call is a hop between threads, and a round comes with every commit and
+        PUBACK): mark what was acknowledged, then read what is waiting."""
+        store = self._store.store
+        if acked.readings:
+            store.mark_delivered(acked.readings)
+        if acked.events:
+            store.mark_alert_events_delivered(acked.events)
+        if acked.messages:
+            store.mark_messages_delivered(acked.messages)
+        return _Outbox(
+            store.undelivered_alert_events(wanted.alert_events_after, _FETCH_LIMIT),
+            store.undelivered_messages(wanted.messages_after, _FETCH_LIMIT),
+            None if live is None else self._read_readings(live),
+            None if backlog is None else self._read_readings(backlog),
+        )
 
     def _readings_message(self, device: str, backlog: bool, readings: list[str]) -> str:
         """The `readings/<device>` payload. Each reading's stored JSON goes out as it
@@ -403,24 +491,11 @@ class Uplink:
             f'"backlog":{json.dumps(backlog)},"readings":[{",".join(readings)}]}}'
         )
 
-    async def _publish_alert_events(self, stream: _Stream) -> None:
-        rows = await self._store.call(
-            self._store.store.undelivered_alert_events, stream.cursor, _FETCH_LIMIT
-        )
+    def _publish_rows(
+        self, stream: _Stream, kind: str, rows: list[OutboxRow], topic: Callable[[OutboxRow], str]
+    ) -> None:
         for row in rows:
-            self._publish(
-                self._topic("alerts"), row.payload, inflight=_Inflight("alert_event", [row.seq])
-            )
-        stream.published(rows, [row.seq for row in rows])
-
-    async def _publish_messages(self, stream: _Stream) -> None:
-        rows = await self._store.call(
-            self._store.store.undelivered_messages, stream.cursor, _FETCH_LIMIT
-        )
-        for row in rows:  # `device` holds the topic below the root
-            self._publish(
-                self._topic(row.device), row.payload, inflight=_Inflight("message", [row.seq])
-            )
+            self._publish(self._topic(topic(row)), row.payload, inflight=_Inflight(kind, [row.seq]))
         stream.published(rows, [row.seq for row in rows])
 
     async def _publish_retained_sets(self) -> None:
@@ -461,13 +536,16 @@ class Uplink:
         self._inflight[ack] = inflight or _Inflight("other")
         self.health.published_messages += 1
 
-    async def _settle_acks(self) -> None:
-        """Mark acknowledged rows delivered, in one transaction per kind."""
-        if not self._acked:
-            return
-        readings: list[int] = []
-        events: list[int] = []
-        messages: list[int] = []
+    def _settle_acks(self) -> _Acked:
+        """What was acknowledged since the last round, by kind (marked delivered by
+        `_exchange`, one transaction per kind)."""
+        acked = _Acked()
+        by_kind = {
+            "alert_event": acked.events,
+            "message": acked.messages,
+            "live": acked.readings,
+            "backlog": acked.readings,
+        }
         for ack in self._acked:
             entry = self._inflight.pop(ack, None)
             if entry is None:
@@ -478,20 +556,11 @@ class Uplink:
                 self.health.rejected_messages += 1
                 log.error("broker rejected a message", extra={"kind": entry.kind})
                 continue
-            if entry.kind == "alert_event":
-                events.extend(entry.seqs)
-            elif entry.kind == "message":
-                messages.extend(entry.seqs)
-            elif entry.kind in ("live", "backlog"):
-                readings.extend(entry.seqs)
+            seqs = by_kind.get(entry.kind)
+            if seqs is not None:
+                seqs.extend(entry.seqs)
         self._acked.clear()
-        if readings:
-            await self._store.call(self._store.store.mark_delivered, readings)
-            self.health.delivered_readings += len(readings)
-        if events:
-            await self._store.call(self._store.store.mark_alert_events_delivered, events)
-        if messages:
-            await self._store.call(self._store.store.mark_messages_delivered, messages)
+        return acked
 
     # --- helpers ---------------------------------------------------------------------
 

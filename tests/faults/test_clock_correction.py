@@ -430,7 +430,14 @@ async def test_readings_read_ahead_of_a_full_window_go_out_corrected(
         broker.pause()  # no PUBACK comes: two messages in flight, the third reading waits
         try:
             stamps = await spot_checks(service, clock, 97, 96, 98)  # seqs 1-3, one batch
-            await until(lambda: health.inflight == 2, what="the window full")
+            # A reading in flight and the window full: what was read with it waits.
+            await until(
+                lambda: (
+                    health.inflight >= 2
+                    and any(f.kind == "live" for f in service.uplink._inflight.values())
+                ),
+                what="the window full",
+            )
             step = REAL - clock.wall
             await synchronise(service, clock, REAL)
         finally:
