@@ -418,14 +418,9 @@ class Store:
         """Write the readings not in SQLite yet, in one transaction (any transaction
         of the store takes them along: an alert, a command, a mark). Its fsync runs in
         the background (see gateway/store_unsynced.py), unless the last one still does."""
-        if not (self._unsynced or self._deferred_marks):
-            return
-        if self._journal is None or self._journal.fsync_running:
-            with self._transaction():
+        if self._unsynced or self._deferred_marks:
+            with self._transaction_without_fsync():
                 pass
-            return
-        with self._transaction_unfsynced():
-            pass
 
     def take_unsynced(self) -> list[UnsyncedRow]:
         """Hand the readings not in SQLite yet to another store (this one refuses
@@ -626,12 +621,15 @@ class Store:
 
     @contextlib.contextmanager
     def _transaction_without_fsync(self) -> Iterator[None]:
-        """A transaction without an fsync (`synchronous=NORMAL`: durable at the next
-        synced commit). The unsynced readings are written, synced, before it."""
-        if self._unsynced:
-            self.sync()
-        with self._transaction_unfsynced():
-            yield
+        """A transaction without an fsync of its own (`synchronous=NORMAL`: durable at
+        the next synced commit). The unsynced readings it takes along are fsynced in
+        the background, or by this one (FULL) while the last background fsync runs."""
+        if self._unsynced and (self._journal is None or self._journal.fsync_running):
+            with self._transaction():
+                yield
+        else:
+            with self._transaction_unfsynced():
+                yield
 
     @contextlib.contextmanager
     def _transaction_unfsynced(self) -> Iterator[None]:
