@@ -13,7 +13,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint system-packages bench soak clean
+.PHONY: demo test lint system-packages bench soak fleet clean
 
 demo: $(VENV)/.installed-run
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory system-packages PACKAGES="mosquitto" || true
@@ -31,6 +31,9 @@ bench: $(VENV)/.installed-test
 
 soak: $(VENV)/.installed-test
 	$(BIN)/python -m bench soak
+
+fleet: $(VENV)/.installed-test
+	$(BIN)/python -m bench.fleet $(FLEET_ARGS)
 
 $(VENV)/.created:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
