@@ -1,0 +1,1 @@
+"""A simulated ESPHome Bluetooth proxy (`python -m firmware_sim esphome-proxy`)."""

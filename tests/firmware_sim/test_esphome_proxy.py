@@ -1,0 +1,264 @@
+"""The simulated ESPHome Bluetooth proxy against the real client, aioesphomeapi's
+`APIClient` (what bleak-esphome drives), over TCP with noise encryption: the proxy's
+radio on a virtual link with a simulated oximeter and door sensor."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioesphomeapi import APIClient, BluetoothProxyFeature, InvalidEncryptionKeyAPIError
+from aioesphomeapi.reconnect_logic import ReconnectLogic
+from bumble.core import UUID, AdvertisingData
+from bumble.link import LocalLink
+
+from drivers.ble.bthome import parse_bthome
+from drivers.ble.uuids import PULSE_OXIMETER_SERVICE
+from drivers.measurement import Metric
+from firmware_sim.ble_main import GATT_TWINS
+from firmware_sim.ble_radio import HciTcpServer
+from firmware_sim.devices.advertiser import AdvertisingDoorSensor
+from firmware_sim.devices.bthome_door import DEFAULT_ENCRYPTED_ADDRESS, DEFAULT_KEY
+from firmware_sim.devices.peripheral import ScenarioClock, TwinOptions
+from firmware_sim.door_ward import DoorSensors
+from firmware_sim.esphome.proxy import SimulatedProxy
+from gateway.broker import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT_S = 30.0
+OXIMETER = GATT_TWINS["plx"].default_address
+DOOR = DEFAULT_ENCRYPTED_ADDRESS
+
+
+def new_key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def mac_number(address: str) -> int:
+    return int(address.replace(":", ""), 16)
+
+
+async def until(condition: Callable[[], object], what: str) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not condition():  # noqa: ASYNC110 - several callbacks feed each condition
+            await asyncio.sleep(0.02)
+    assert condition(), what
+
+
+@dataclass
+class Ward:
+    """The radio side: a PLX oximeter and an encrypted BTHome door sensor (moved only by
+    the test) on one virtual link, reached over HCI/TCP."""
+
+    hci_spec: str
+    door: AdvertisingDoorSensor
+
+
+@asynccontextmanager
+async def ward() -> AsyncIterator[Ward]:
+    link = LocalLink()
+    server = HciTcpServer(link)
+    oximeter = GATT_TWINS["plx"].simulate(link, OXIMETER, ScenarioClock(), TwinOptions())
+    await oximeter.start()
+    try:
+        async with DoorSensors(link, ["bthome-encrypted"], advertising_interval_ms=20) as doors:
+            await server.start()
+            try:
+                yield Ward(server.hci_spec, doors.sensors[0])
+            finally:
+                await server.stop()
+    finally:
+        await oximeter.stop()
+
+
+@dataclass(eq=False)  # hashable: aioesphomeapi keeps its callbacks in a set
+class Heard:
+    """What a client received: every raw advertisement, as decoded by aioesphomeapi."""
+
+    adverts: list[Any] = field(default_factory=list)
+
+    def __call__(self, response: Any) -> None:
+        self.adverts.extend(response.advertisements)
+
+    def of(self, address: str) -> list[Any]:
+        return [a for a in self.adverts if a.address == mac_number(address)]
+
+    def door_states(self) -> list[bool]:
+        """The door sensor's states, decrypted by the gateway's own BTHome parser."""
+        states = []
+        for advert in self.of(DOOR):
+            for ad_type, value in AdvertisingData.from_bytes(advert.data).ad_structures:
+                if ad_type == AdvertisingData.Type.SERVICE_DATA_16_BIT_UUID:
+                    packet = parse_bthome(value[2:], key=DEFAULT_KEY, mac=DOOR)
+                    states += [m.value for m in packet.measurements if m.metric is Metric.DOOR_OPEN]
+        return states
+
+
+@asynccontextmanager
+async def client(port: int, key: str) -> AsyncIterator[APIClient]:
+    cli = APIClient("127.0.0.1", port, None, noise_psk=key, client_info="test")
+    await cli.connect(login=False)
+    try:
+        yield cli
+    finally:
+        await cli.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_client_with_the_key_reads_the_proxy_and_hears_the_ward() -> None:
+    async with (
+        ward() as w,
+        SimulatedProxy(
+            noise_key=(key := new_key()),
+            hci_spec=w.hci_spec,
+            name="ward-3-proxy",
+            mac="A4:CF:12:00:00:03",
+            port=0,
+            rssi=-70,
+            rssi_for={OXIMETER: -55},
+            slots=2,
+        ) as proxy,
+        client(proxy.port, key) as cli,
+    ):
+        info = await cli.device_info()
+        assert (info.name, info.mac_address, info.bluetooth_mac_address) == (
+            "ward-3-proxy",
+            "A4:CF:12:00:00:03",
+            "A4:CF:12:00:00:03",
+        )
+        assert cli.api_version is not None
+        flags = info.bluetooth_proxy_feature_flags_compat(cli.api_version)
+        assert flags & BluetoothProxyFeature.RAW_ADVERTISEMENTS
+        assert flags & BluetoothProxyFeature.PASSIVE_SCAN
+
+        slots: list[tuple[int, int, list[int]]] = []
+        cli.subscribe_bluetooth_connections_free(lambda *update: slots.append(update))
+        heard = Heard()
+        cli.subscribe_bluetooth_le_raw_advertisements(heard)
+        await until(lambda: heard.of(OXIMETER) and heard.door_states(), "both devices heard")
+        assert slots == [(2, 2, [])]
+
+        oximeter = heard.of(OXIMETER)[0]
+        assert (oximeter.rssi, oximeter.address_type) == (-55, 1)  # random static
+        uuids = AdvertisingData.from_bytes(oximeter.data).get(
+            AdvertisingData.Type.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS
+        )
+        assert uuids == [UUID(PULSE_OXIMETER_SERVICE)]
+        assert {a.rssi for a in heard.of(DOOR)} == {-70}
+
+        assert set(heard.door_states()) == {False}
+        await w.door.open()
+        await until(lambda: True in heard.door_states(), "the door opening relayed")
+
+
+@pytest.mark.asyncio
+async def test_a_wrong_key_is_refused_clearly_and_the_proxy_serves_on() -> None:
+    async with (
+        ward() as w,
+        SimulatedProxy(noise_key=(key := new_key()), hci_spec=w.hci_spec, port=0) as proxy,
+        client(proxy.port, key) as good,
+    ):
+        heard = Heard()
+        good.subscribe_bluetooth_le_raw_advertisements(heard)
+        await until(lambda: heard.of(DOOR), "the door heard")
+
+        intruder = APIClient("127.0.0.1", proxy.port, None, noise_psk=new_key())
+        with pytest.raises(InvalidEncryptionKeyAPIError, match="Invalid encryption key"):
+            await intruder.connect(login=False)
+        assert proxy.refused == 1
+
+        await w.door.open()
+        await until(lambda: True in heard.door_states(), "the first client still served")
+        async with client(proxy.port, key) as another:
+            assert (await another.device_info()).name == "ward-proxy"
+
+
+@pytest.mark.asyncio
+async def test_two_proxies_hear_one_oximeter_at_their_own_strengths() -> None:
+    async with (
+        ward() as w,
+        SimulatedProxy(
+            noise_key=(key := new_key()), hci_spec=w.hci_spec, port=0, rssi_for={OXIMETER: -48}
+        ) as near,
+        SimulatedProxy(
+            noise_key=key,
+            hci_spec=w.hci_spec,
+            name="far-proxy",
+            mac="A4:CF:12:00:00:02",
+            port=0,
+            rssi_for={OXIMETER: -85},
+        ) as far,
+        client(near.port, key) as near_client,
+        client(far.port, key) as far_client,
+    ):
+        heard_near, heard_far = Heard(), Heard()
+        near_client.subscribe_bluetooth_le_raw_advertisements(heard_near)
+        far_client.subscribe_bluetooth_le_raw_advertisements(heard_far)
+        await until(lambda: heard_near.of(OXIMETER) and heard_far.of(OXIMETER), "both hear it")
+        assert {a.rssi for a in heard_near.of(OXIMETER)} == {-48}
+        assert {a.rssi for a in heard_far.of(OXIMETER)} == {-85}
+        assert heard_near.of(OXIMETER)[0].data == heard_far.of(OXIMETER)[0].data
+
+
+async def start_proxy_process(hci_spec: str, port: int, key: str) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "firmware_sim", "esphome-proxy", "--port", str(port)),
+        *("--noise-key", key, "--hci", hci_spec, "--name", "bed-proxy"),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(WAIT_S):
+        banner = (await process.stdout.readline()).decode()
+    assert f"esphome-proxy=127.0.0.1:{port} name=bed-proxy" in banner, banner
+    return process
+
+
+@pytest.mark.asyncio
+async def test_a_client_reconnects_to_a_proxy_killed_and_started_again() -> None:
+    key, port = new_key(), free_port()
+    async with ward() as w:
+        proxy = await start_proxy_process(w.hci_spec, port, key)
+        cli = APIClient("127.0.0.1", port, None, noise_psk=key, client_info="test")
+        connects: list[Heard] = []
+        disconnects: list[bool] = []
+
+        async def on_connect() -> None:
+            heard = Heard()
+            cli.subscribe_bluetooth_le_raw_advertisements(heard)
+            connects.append(heard)
+
+        async def on_disconnect(expected: bool) -> None:
+            disconnects.append(expected)
+
+        logic = ReconnectLogic(
+            client=cli,
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            name="127.0.0.1",
+            zeroconf_wake=False,  # no mDNS: loopback only
+        )
+        await logic.start()
+        try:
+            await until(lambda: connects and connects[0].of(DOOR), "heard before the kill")
+            proxy.kill()
+            await proxy.wait()
+            await until(lambda: disconnects, "the drop noticed")
+            assert disconnects == [False]
+
+            proxy = await start_proxy_process(w.hci_spec, port, key)
+            await until(lambda: len(connects) == 2 and connects[1].of(DOOR), "heard again")
+        finally:
+            await logic.stop()
+            await cli.disconnect()
+            if proxy.returncode is None:
+                proxy.terminate()
+            await proxy.wait()
