@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -195,19 +195,19 @@ listen = "127.0.0.1:{free_port()}"
     return path
 
 
-class GatewayProcess:
-    """`bedside-gateway run --config PATH` as its own process, as systemd runs it."""
+class ChildProcess:
+    """A command of ours in its own process, its output in `log_path`."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
-        self.config = config
+    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.command = command
+        self.log_path = log_path
         self.env = env or {}
-        self.log_path = config.parent / f"gateway-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> GatewayProcess:
-        self._log = self.log_path.open("wb")
+    def start(self) -> Self:
+        self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
+            self.command,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
@@ -215,29 +215,11 @@ class GatewayProcess:
         )
         return self
 
-    def wait_log(self, text: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log():
-                return
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"gateway exited {self.proc.returncode}: {self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"no {text!r} in the gateway log: {self.log()[-3000:]}")
-
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def log_records(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
-
     def stop(self) -> int:
+        """SIGTERM, as systemd stops it (SIGKILL after 15 s); its exit status."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
@@ -258,6 +240,44 @@ class GatewayProcess:
         self.proc.wait()
         self._log.close()
         self.proc = None
+
+
+class GatewayProcess(ChildProcess):
+    """`bedside-gateway run --config PATH` as its own process, as systemd runs it."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)]
+        super().__init__(command, config.parent / f"gateway-{time.monotonic_ns()}.log", env)
+        self.config = config
+
+    def wait_log(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited {self.proc.returncode}: {self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} in the gateway log: {self.log()[-3000:]}")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+
+def broker_with_acl(workdir: Path, passwords: Path, acl: Path) -> Mosquitto:
+    """A started mosquitto that lets in only the users of the file `passwords`, each
+    confined by the ACL file `acl`."""
+    return Mosquitto(
+        allow_anonymous=False,
+        extra_config=f"password_file {passwords}\nacl_file {acl}\n",
+        workdir=workdir / "broker",
+    ).start()
 
 
 @pytest.fixture

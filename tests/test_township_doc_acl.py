@@ -23,7 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.broker import Mosquitto
 from gateway.config import load_config
 from gateway.service import GatewayService
-from tests.conftest import REPO, Subscriber, write_config
+from tests.conftest import REPO, Subscriber, broker_with_acl, write_config
 from tests.gateway.helpers import until
 
 GUIDE = REPO / "docs" / "township.md"
@@ -60,11 +60,7 @@ def generated(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def broker(generated: Path, tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(
-        allow_anonymous=False,
-        extra_config=f"password_file {generated / 'passwd'}\nacl_file {generated / 'acl'}\n",
-        workdir=tmp_path / "broker",
-    ).start()
+    mosquitto = broker_with_acl(tmp_path, generated / "passwd", generated / "acl")
     yield mosquitto
     mosquitto.close()
 

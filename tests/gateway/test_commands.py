@@ -26,7 +26,7 @@ from firmware_sim.cms50 import Cms50Simulator
 from gateway.broker import Mosquitto
 from gateway.config import load_config
 from gateway.service import GatewayService
-from tests.conftest import REPO, Subscriber, write_config
+from tests.conftest import REPO, Subscriber, broker_with_acl, write_config
 from tests.contract import assert_contract
 from tests.gateway.helpers import DEVICE, PORT_PATH, until
 from tests.gateway.test_uplink import add_user
@@ -50,11 +50,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         add_user(passwords, user, password)
     acl = tmp_path / "acl"
     acl.write_text(documented_acl("testtown"))
-    mosquitto = Mosquitto(
-        allow_anonymous=False,
-        extra_config=f"password_file {passwords}\nacl_file {acl}\n",
-        workdir=tmp_path / "broker",
-    ).start()
+    mosquitto = broker_with_acl(tmp_path, passwords, acl)
     yield mosquitto
     mosquitto.close()
 

@@ -21,7 +21,7 @@ from gateway.broker import Mosquitto
 from gateway.config import load_config
 from gateway.service import GatewayService
 from tests.certs import make_ca_and_server_cert
-from tests.conftest import Subscriber, write_config
+from tests.conftest import Subscriber, broker_with_acl, write_config
 from tests.gateway.helpers import DEVICE, PORT_PATH, until
 
 ROOT = "vitals/v1/testtown/gw-test"
@@ -49,11 +49,7 @@ def secured_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         f"topic write {ROOT}/alerts/active\ntopic write {ROOT}/devices\n"
         f"topic write {ROOT}/readings/#\n\nuser server\ntopic read vitals/v1/#\n"
     )
-    broker = Mosquitto(
-        allow_anonymous=False,
-        extra_config=f"password_file {passwords}\nacl_file {acl}\n",
-        workdir=tmp_path / "broker",
-    ).start()
+    broker = broker_with_acl(tmp_path, passwords, acl)
     yield broker
     broker.close()
 

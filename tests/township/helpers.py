@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +19,7 @@ from gateway.config import MqttSection, load_config
 from gateway.service import GatewayService
 from gateway.township.consumer import ConsumerSettings, TownshipConsumer
 from gateway.township.store import TownshipStore, alerts, readings, seq_gaps
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, ChildProcess, write_config
 from tests.gateway.helpers import DEVICE, PORT_PATH, until
 
 TOWN = "testtown"
@@ -125,27 +123,15 @@ def broker_args(port: int, database: str) -> list[str]:
     return ["--broker", f"mqtt://127.0.0.1:{port}", "--township", TOWN, "--database", database]
 
 
-class ConsumerProcess:
+class ConsumerProcess(ChildProcess):
     """`bedside-gateway township run ...` as its own process."""
 
     def __init__(self, port: int, database: str, log_path: Path, extra: Sequence[str] = ()):
-        self.command = [
+        command = [
             sys.executable, "-m", "gateway.cli", "township", "run",
             *broker_args(port, database), *extra,
         ]  # fmt: skip
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ConsumerProcess:
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.command, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(command, log_path)
 
     async def wait_log(self, text: str, count: int = 1, within_s: float = 30.0) -> None:
         deadline = time.monotonic() + within_s
@@ -153,23 +139,3 @@ class ConsumerProcess:
             assert self.proc is not None and self.proc.poll() is None, self.log()
             assert time.monotonic() < deadline, f"no {text!r} in: {self.log()[-2000:]}"
             await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-        self._log.close()
-        self.proc = None
-
-    def stop(self) -> int:
-        if self.proc is None:
-            return 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
-        self.proc = None
-        return code

@@ -27,7 +27,7 @@ from gateway.township.store import (
     gateways,
     readings,
 )
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, broker_with_acl
 from tests.gateway.helpers import Clocks, until
 from tests.gateway.test_commands import documented_acl
 from tests.gateway.test_uplink import add_user
@@ -228,11 +228,7 @@ def secured(tmp_path: Path) -> Iterator[Mosquitto]:
         (tmp_path / f"{user}.pw").write_text(f"s3cret-{user}\n")
     acl = tmp_path / "acl"
     acl.write_text(documented_acl("testtown"))
-    broker = Mosquitto(
-        allow_anonymous=False,
-        extra_config=f"password_file {passwords}\nacl_file {acl}\n",
-        workdir=tmp_path / "broker",
-    ).start()
+    broker = broker_with_acl(tmp_path, passwords, acl)
     yield broker
     broker.close()
 
