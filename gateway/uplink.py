@@ -160,7 +160,6 @@ class _Outbox:
     messages: list[OutboxRow]
     #: None: not read (no room this round).
     live: _ReadingsRead | None
-    backlog: _ReadingsRead | None
 
 
 @dataclass(slots=True)
@@ -373,30 +372,30 @@ class Uplink:
                 alerts, messages = _Stream(0), _Stream(0)
                 self._publish_devices = self._publish_active = self._publish_subjects = True
             acked = self._settle_acks()
-            # What may go out this round (alert events and messages come first and
-            # take room too): no reading is read that cannot be sent.
+            # No live reading is read that the window has no room for (alert events and
+            # messages come first and take room too).
             room = self._mqtt.max_inflight - len(self._inflight)
-            backlog_share = max(1, self._mqtt.max_inflight // 2)
-            backlog_room = min(room, backlog_share - self._backlog_inflight())
-            draining = backlog_room > 0 and backlog.cursor < live_floor
             outbox = await self._store.call(
                 self._exchange,
                 acked,
                 _Wanted(alerts.cursor, messages.cursor),
                 live.wanted(None) if room > 0 else None,
-                backlog.wanted(live_floor) if draining else None,
             )
             self.health.delivered_readings += len(acked.readings)
             await self._take(live, outbox.live, None)
-            await self._take(backlog, outbox.backlog, live_floor)
             self._publish_rows(alerts, "alert_event", outbox.alert_events, lambda _: "alerts")
             self._publish_rows(messages, "message", outbox.messages, lambda row: row.device)
             await self._publish_retained_sets()
             room = self._mqtt.max_inflight - len(self._inflight)
             if room > 0:
                 room -= self._publish_readings(live, None, room, backlog=False)
+            backlog_share = max(1, self._mqtt.max_inflight // 2)
             backlog_room = min(room, backlog_share - self._backlog_inflight())
-            if backlog_room > 0 and outbox.backlog is not None:
+            if backlog_room > 0 and backlog.cursor < live_floor:
+                # Read after the live readings went out, in a call of its own: live
+                # readings never wait for the backlog's rows to be read.
+                read = await self._store.call(self._read_readings, backlog.wanted(live_floor))
+                await self._take(backlog, read, live_floor)
                 self._publish_readings(backlog, live_floor, backlog_room, backlog=True)
             now = asyncio.get_running_loop().time()
             if now >= next_status or self._publish_status:
@@ -459,15 +458,9 @@ class Uplink:
         rows = store.undelivered(wanted.after, wanted.limit, wanted.up_to) if wanted.limit else []
         return _ReadingsRead(store.rewrites, rows)
 
-    def _exchange(
-        self,
-        acked: _Acked,
-        wanted: _Wanted,
-        live: _WantedReadings | None,
-        backlog: _WantedReadings | None,
-    ) -> _Outbox:
-        """On the store's thread, the whole of a round's store work in one call (each
-        call is a hop between threads, and a round comes with every commit and
+    def _exchange(self, acked: _Acked, wanted: _Wanted, live: _WantedReadings | None) -> _Outbox:
+        """On the store's thread, a round's store work but the backlog's in one call
+        (each call is a hop between threads, and a round comes with every commit and
         PUBACK): mark what was acknowledged, then read what is waiting."""
         store = self._store.store
         if acked.readings:
@@ -480,7 +473,6 @@ class Uplink:
             store.undelivered_alert_events(wanted.alert_events_after, _FETCH_LIMIT),
             store.undelivered_messages(wanted.messages_after, _FETCH_LIMIT),
             None if live is None else self._read_readings(live),
-            None if backlog is None else self._read_readings(backlog),
         )
 
     def _readings_message(self, device: str, backlog: bool, readings: list[str]) -> str:
