@@ -7,9 +7,9 @@ real proxy. What the device answers, as ESPHome 2026.1 does with `api: encryptio
 `bluetooth_proxy:`: hello (API 1.14, no password), device info (name, MAC, the proxy's
 feature flags), an empty entity list, ping, disconnect; raw advertisements to the one
 client subscribed to them (a second subscriber is ignored until the first leaves, as on
-the device); its connection slots to every client that subscribes to them. Not yet:
-relaying GATT connections (the feature flags do not offer them), active scanning,
-batching several advertisements into one message.
+the device); its connection slots to every client that subscribes to them; GATT
+connections to the devices it hears (`gatt_relay.py`). Not yet: pairing, cache clearing,
+active scanning, batching several advertisements into one message.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from aioesphomeapi.model import BluetoothProxyFeature, BluetoothProxySubscriptio
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as Protobuf
 
+from firmware_sim.esphome.gatt_relay import GattRelay
 from firmware_sim.esphome.noise_frames import (
     FrameError,
     HandshakeRefused,
@@ -39,7 +40,12 @@ logger = logging.getLogger(__name__)
 API_VERSION = (1, 14)
 ESPHOME_VERSION = "2026.1.0"
 #: What the proxy offers (`DeviceInfoResponse.bluetooth_proxy_feature_flags`).
-FEATURE_FLAGS = BluetoothProxyFeature.PASSIVE_SCAN | BluetoothProxyFeature.RAW_ADVERTISEMENTS
+FEATURE_FLAGS = (
+    BluetoothProxyFeature.PASSIVE_SCAN
+    | BluetoothProxyFeature.ACTIVE_CONNECTIONS
+    | BluetoothProxyFeature.REMOTE_CACHING
+    | BluetoothProxyFeature.RAW_ADVERTISEMENTS
+)
 DEFAULT_PORT = 6053
 DEFAULT_SLOTS = 3  # ESPHome's default `bluetooth_proxy: connection_slots`
 
@@ -84,10 +90,10 @@ class SimulatedProxy:
         self._psk = decode_noise_key(noise_key)
         self.name = name
         self.mac = _check_mac(mac)
-        self.slots = slots
         self._host = host
         self._port = port
         self.radio = ProxyRadio(hci_spec, self._relay, rssi=rssi, rssi_for=rssi_for)
+        self.gatt = GattRelay(self.radio, slots, self._to_subscriber)
         self._server: asyncio.Server | None = None
         self._connections: set[ApiConnection] = set()
         self._advertisements_to: ApiConnection | None = None
@@ -105,7 +111,7 @@ class SimulatedProxy:
         """One line for the banner."""
         return (
             f"esphome-proxy={self._host}:{self.port} name={self.name} mac={self.mac}"
-            f" hci={self.radio.hci_spec} slots={self.slots}"
+            f" hci={self.radio.hci_spec} slots={self.gatt.slots}"
         )
 
     async def start(self) -> None:
@@ -125,6 +131,7 @@ class SimulatedProxy:
                 connection.close()
             await self._server.wait_closed()
             self._server = None
+        await self.gatt.stop()
         await self.radio.stop()
 
     async def __aenter__(self) -> SimulatedProxy:
@@ -142,8 +149,7 @@ class SimulatedProxy:
 
     def left(self, connection: ApiConnection) -> None:
         self._connections.discard(connection)
-        if self._advertisements_to is connection:
-            self._advertisements_to = None
+        self.unsubscribe_advertisements(connection)
 
     def subscribe_advertisements(self, connection: ApiConnection) -> None:
         if self._advertisements_to not in (None, connection):
@@ -154,9 +160,11 @@ class SimulatedProxy:
     def unsubscribe_advertisements(self, connection: ApiConnection) -> None:
         if self._advertisements_to is connection:
             self._advertisements_to = None
+            self.gatt.drop_all()
 
-    def connections_free(self) -> pb.BluetoothConnectionsFreeResponse:
-        return pb.BluetoothConnectionsFreeResponse(free=self.slots, limit=self.slots)
+    def _to_subscriber(self, message: Protobuf) -> None:
+        if self._advertisements_to is not None:
+            self._advertisements_to.send(message)
 
     def _relay(self, heard: Heard) -> None:
         if self._advertisements_to is None:
@@ -202,8 +210,15 @@ class ApiConnection(asyncio.Protocol):
                 lambda _: self._proxy.unsubscribe_advertisements(self)
             ),
             pb.SubscribeBluetoothConnectionsFreeRequest: (
-                lambda _: self.send(self._proxy.connections_free())
+                lambda _: self.send(self._proxy.gatt.connections_free())
             ),
+            pb.BluetoothDeviceRequest: self._proxy.gatt.device_request,
+            pb.BluetoothGATTGetServicesRequest: self._proxy.gatt.get_services,
+            pb.BluetoothGATTReadRequest: self._proxy.gatt.read,
+            pb.BluetoothGATTReadDescriptorRequest: self._proxy.gatt.read,
+            pb.BluetoothGATTWriteRequest: self._proxy.gatt.write,
+            pb.BluetoothGATTWriteDescriptorRequest: self._proxy.gatt.write,
+            pb.BluetoothGATTNotifyRequest: self._proxy.gatt.notify,
         }
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -1,6 +1,9 @@
 """The simulated proxy's own Bluetooth radio: a bumble host on an HCI transport (the
 simulator's virtual link, `python -m firmware_sim ble`), listening passively, as the
-ESP32 of a real proxy listens on the air.
+ESP32 of a real proxy listens on the air, and connecting to peripherals as a central.
+
+The host is the gateway's own `BumbleRadio`, for its connects: one at a time, a cancelled
+attempt withdrawn from the controller (pitfalls 1 and 2).
 
 bumble's virtual radio gives every packet RSSI -50 (pitfall 4), so the strength a proxy
 reports is set, per proxy and per device: that is how two proxies hear one oximeter at
@@ -14,9 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bumble import hci
-from bumble.device import Advertisement, Device
-from bumble.transport import open_transport
-from bumble.transport.common import Transport
+from bumble.device import Advertisement, Connection, Device
+
+from drivers.ble.bumble.radio import BumbleRadio
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ def address_number(address: hci.Address) -> int:
 
 
 class ProxyRadio:
-    """The proxy's listener: every advertisement heard goes to `on_heard`, with the
+    """The proxy's listener and central: every advertisement heard goes to `on_heard`, with the
     strength set for its address (`rssi_for`, addresses as `F0:00:00:00:00:01`) or
     `rssi`."""
 
@@ -62,32 +65,29 @@ class ProxyRadio:
             address_number(hci.Address(address)): strength
             for address, strength in (rssi_for or {}).items()
         }
-        # Its own address on the link, as every radio there needs (pitfall 10).
-        self._address = hci.Address.generate_static_address()
-        self._transport: Transport | None = None
-        self._device: Device | None = None
+        # With its own address on the link, as every radio there needs (pitfall 10).
+        self._radio = BumbleRadio(hci_spec)
 
     async def start(self) -> None:
-        self._transport = await open_transport(self.hci_spec)
+        await self._radio.start()
         try:
-            device = Device.with_hci(
-                "esphome-proxy", self._address, self._transport.source, self._transport.sink
-            )
+            device = self._radio.device
             device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
-            await device.power_on()
             # Passive: the simulated devices need no scan request, and bumble's virtual
             # controller would answer one with a fake scan response (pitfall 3).
             await device.start_scanning(active=False, filter_duplicates=False)
         except BaseException:
             await self.stop()
             raise
-        self._device = device
 
     async def stop(self) -> None:
-        self._device = None
-        if self._transport is not None:
-            await self._transport.close()
-            self._transport = None
+        await self._radio.stop()
+
+    async def connect(self, address: int, address_type: int) -> Connection:
+        """An LE link to the peripheral at `address` (as `Heard.address`, with its
+        `address_type`); waits as long as the controller does, so the caller times out."""
+        peer = hci.Address(address.to_bytes(6, "little"), hci.AddressType(address_type))
+        return await self._radio.connect(peer)
 
     def _on_advertisement(self, advertisement: Advertisement) -> None:
         address = address_number(advertisement.address)

@@ -1,11 +1,12 @@
 """The simulated ESPHome Bluetooth proxy against the real client, aioesphomeapi's
 `APIClient` (what bleak-esphome drives), over TCP with noise encryption: the proxy's
-radio on a virtual link with a simulated oximeter and door sensor."""
+radio on a virtual link with a simulated oximeter, thermometer and door sensor."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -16,13 +17,24 @@ from typing import Any
 
 import pytest
 from aioesphomeapi import APIClient, BluetoothProxyFeature, InvalidEncryptionKeyAPIError
+from aioesphomeapi.core import BluetoothGATTAPIError
 from aioesphomeapi.reconnect_logic import ReconnectLogic
 from bumble.core import UUID, AdvertisingData
 from bumble.link import LocalLink
 
 from drivers.ble.bthome import parse_bthome
-from drivers.ble.uuids import PULSE_OXIMETER_SERVICE
-from drivers.measurement import Metric
+from drivers.ble.hts import parse_temperature_type
+from drivers.ble.plx import PlxFeature, parse_plx_continuous, parse_plx_features
+from drivers.ble.uuids import (
+    BATTERY_LEVEL,
+    HEALTH_THERMOMETER_SERVICE,
+    MANUFACTURER_NAME,
+    PLX_CONTINUOUS_MEASUREMENT,
+    PLX_FEATURES,
+    PULSE_OXIMETER_SERVICE,
+    TEMPERATURE_TYPE,
+)
+from drivers.measurement import Metric, Site
 from firmware_sim.ble_main import GATT_TWINS
 from firmware_sim.ble_radio import HciTcpServer
 from firmware_sim.devices.advertiser import AdvertisingDoorSensor
@@ -35,6 +47,7 @@ from gateway.broker import free_port
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 30.0
 OXIMETER = GATT_TWINS["plx"].default_address
+THERMOMETER = GATT_TWINS["hts"].default_address
 DOOR = DEFAULT_ENCRYPTED_ADDRESS
 
 
@@ -55,8 +68,8 @@ async def until(condition: Callable[[], object], what: str) -> None:
 
 @dataclass
 class Ward:
-    """The radio side: a PLX oximeter and an encrypted BTHome door sensor (moved only by
-    the test) on one virtual link, reached over HCI/TCP."""
+    """The radio side: a PLX oximeter, a thermometer and an encrypted BTHome door sensor
+    (moved only by the test) on one virtual link, reached over HCI/TCP."""
 
     hci_spec: str
     door: AdvertisingDoorSensor
@@ -66,17 +79,20 @@ class Ward:
 async def ward() -> AsyncIterator[Ward]:
     link = LocalLink()
     server = HciTcpServer(link)
-    oximeter = GATT_TWINS["plx"].simulate(link, OXIMETER, ScenarioClock(), TwinOptions())
-    await oximeter.start()
-    try:
-        async with DoorSensors(link, ["bthome-encrypted"], advertising_interval_ms=20) as doors:
-            await server.start()
-            try:
-                yield Ward(server.hci_spec, doors.sensors[0])
-            finally:
-                await server.stop()
-    finally:
-        await oximeter.stop()
+    twins = [
+        GATT_TWINS[kind].simulate(link, address, ScenarioClock(), TwinOptions())
+        for kind, address in (("plx", OXIMETER), ("hts", THERMOMETER))
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        for twin in twins:
+            await twin.start()
+            stack.push_async_callback(twin.stop)
+        doors = await stack.enter_async_context(
+            DoorSensors(link, ["bthome-encrypted"], advertising_interval_ms=20)
+        )
+        await server.start()
+        stack.push_async_callback(server.stop)
+        yield Ward(server.hci_spec, doors.sensors[0])
 
 
 @dataclass(eq=False)  # hashable: aioesphomeapi keeps its callbacks in a set
@@ -98,7 +114,9 @@ class Heard:
             for ad_type, value in AdvertisingData.from_bytes(advert.data).ad_structures:
                 if ad_type == AdvertisingData.Type.SERVICE_DATA_16_BIT_UUID:
                     packet = parse_bthome(value[2:], key=DEFAULT_KEY, mac=DOOR)
-                    states += [m.value for m in packet.measurements if m.metric is Metric.DOOR_OPEN]
+                    states += [
+                        bool(m.value) for m in packet.measurements if m.metric is Metric.DOOR_OPEN
+                    ]
         return states
 
 
@@ -262,3 +280,126 @@ async def test_a_client_reconnects_to_a_proxy_killed_and_started_again() -> None
             if proxy.returncode is None:
                 proxy.terminate()
             await proxy.wait()
+
+
+CCCD = "00002902-0000-1000-8000-00805f9b34fb"
+NOTIFY_ON = b"\x01\x00"
+
+
+@dataclass(eq=False)
+class Link:
+    """What one client hears about its connection to one device through the proxy."""
+
+    states: list[tuple[bool, int, int]] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+
+    def on_state(self, connected: bool, mtu: int, error: int) -> None:
+        self.states.append((connected, mtu, error))
+
+    def on_value(self, _handle: int, value: bytearray) -> None:
+        self.values.append(bytes(value))
+
+
+def characteristic(services: Any, uuid: str) -> Any:
+    return next(c for s in services.services for c in s.characteristics if c.uuid == uuid)
+
+
+async def connect(cli: APIClient, flags: int, address: str) -> Link:
+    link = Link()
+    await cli.bluetooth_device_connect(
+        mac_number(address), link.on_state, feature_flags=flags, address_type=1
+    )
+    return link
+
+
+@pytest.mark.asyncio
+async def test_a_client_reads_the_oximeter_through_the_proxy_within_its_slots() -> None:
+    oximeter, thermometer = mac_number(OXIMETER), mac_number(THERMOMETER)
+    async with (
+        ward() as w,
+        SimulatedProxy(noise_key=(key := new_key()), hci_spec=w.hci_spec, port=0, slots=2) as proxy,
+        client(proxy.port, key) as cli,
+    ):
+        assert cli.api_version is not None
+        flags = (await cli.device_info()).bluetooth_proxy_feature_flags_compat(cli.api_version)
+        assert flags & BluetoothProxyFeature.ACTIVE_CONNECTIONS
+        assert flags & BluetoothProxyFeature.REMOTE_CACHING
+        slots: list[tuple[int, int, list[int]]] = []
+        cli.subscribe_bluetooth_connections_free(lambda *update: slots.append(update))
+        heard = Heard()  # the proxy answers the client that takes its advertisements
+        cli.subscribe_bluetooth_le_raw_advertisements(heard)
+        await until(lambda: heard.of(OXIMETER) and heard.of(THERMOMETER), "both heard")
+        assert slots == [(2, 2, [])]
+
+        spo2 = await connect(cli, flags, OXIMETER)
+        assert spo2.states == [(True, 517, 0)]
+        await until(lambda: slots[-1] == (1, 2, [oximeter]), "one slot taken")
+        services = await cli.bluetooth_gatt_get_services(oximeter)
+        assert PULSE_OXIMETER_SERVICE in {s.uuid for s in services.services}
+
+        features = await cli.bluetooth_gatt_read(
+            oximeter, characteristic(services, PLX_FEATURES).handle
+        )
+        assert PlxFeature.MEASUREMENT_STATUS in parse_plx_features(bytes(features)).supported
+        continuous = characteristic(services, PLX_CONTINUOUS_MEASUREMENT)
+        await cli.bluetooth_gatt_start_notify(oximeter, continuous.handle, spo2.on_value)
+        # Connection v3: the client switches the values on, as bleak-esphome does.
+        cccd = next(d for d in continuous.descriptors if d.uuid == CCCD)
+        await cli.bluetooth_gatt_write_descriptor(oximeter, cccd.handle, NOTIFY_ON)
+        await until(lambda: len(spo2.values) >= 2, "oximeter readings relayed")
+        metrics = {m.metric for m in parse_plx_continuous(spo2.values[0])}
+        assert {Metric.SPO2, Metric.PULSE_RATE} <= metrics
+
+        temperature = await connect(cli, flags, THERMOMETER)
+        assert temperature.states == [(True, 517, 0)]
+        await until(lambda: slots[-1][:2] == (0, 2), "both slots taken")
+        assert sorted(slots[-1][2]) == sorted([oximeter, thermometer])
+        hts = await cli.bluetooth_gatt_get_services(thermometer)
+        assert HEALTH_THERMOMETER_SERVICE in {s.uuid for s in hts.services}
+        site = await cli.bluetooth_gatt_read(
+            thermometer, characteristic(hts, TEMPERATURE_TYPE).handle
+        )
+        assert parse_temperature_type(bytes(site)) is Site.AXILLARY
+
+        refused = await connect(cli, flags, DOOR)
+        assert refused.states == [(False, 0, 0)]  # as ESPHome: no error code, no slot taken
+        assert slots[-1][:2] == (0, 2)
+        before = len(spo2.values)
+        await until(lambda: len(spo2.values) > before, "the oximeter still relayed")
+        battery = await cli.bluetooth_gatt_read(
+            thermometer, characteristic(hts, BATTERY_LEVEL).handle
+        )
+        assert 5 <= battery[0] <= 100
+
+        await cli.bluetooth_device_disconnect(oximeter)
+        await until(lambda: slots[-1] == (1, 2, [thermometer]), "the slot given back")
+        assert spo2.states[-1][0] is False
+        with pytest.raises(BluetoothGATTAPIError, match="Not connected"):
+            await cli.bluetooth_gatt_read(
+                oximeter, characteristic(services, MANUFACTURER_NAME).handle
+            )
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_leaves_gives_its_connections_back() -> None:
+    async with (
+        ward() as w,
+        SimulatedProxy(noise_key=(key := new_key()), hci_spec=w.hci_spec, port=0, slots=2) as proxy,
+    ):
+        async with client(proxy.port, key) as first:
+            assert first.api_version is not None
+            info = await first.device_info()
+            flags = info.bluetooth_proxy_feature_flags_compat(first.api_version)
+            first.subscribe_bluetooth_le_raw_advertisements(Heard())
+            link = await connect(first, flags, THERMOMETER)
+            assert link.states == [(True, 517, 0)]
+
+        async with client(proxy.port, key) as second:
+            heard = Heard()
+            second.subscribe_bluetooth_le_raw_advertisements(heard)
+            # The thermometer advertises again only once its link is down.
+            await until(lambda: heard.of(THERMOMETER), "the thermometer free again")
+            slots: list[tuple[int, int, list[int]]] = []
+            second.subscribe_bluetooth_connections_free(lambda *update: slots.append(update))
+            await until(lambda: slots, "the slots reported")
+            assert slots == [(2, 2, [])]
