@@ -69,31 +69,28 @@ class UplinkHealth:
 
 @dataclass
 class _Stream:
-    """Where one stream (live, backlog, alert events) stands in the outbox during a
-    connection: every row up to `cursor` is published; `ahead` holds rows past the
-    cursor already published (a message groups one device's rows, so rows of other
-    devices in between may still wait)."""
+    """Where a stream of rows that all go out as soon as read (alert events, other
+    messages) stands during a connection: every row up to `cursor` is published."""
 
     cursor: int
-    ahead: set[int] = field(default_factory=set)
 
-    def published(self, window: list[OutboxRow], seqs: list[int]) -> None:
-        """`seqs` of the rows of `window` (read after `cursor`) went out."""
-        self.ahead.update(seqs)
-        for row in window:
-            if row.seq not in self.ahead:
-                break
-            self.cursor = row.seq
-        self.ahead = {s for s in self.ahead if s > self.cursor}
+    def published(self, rows: list[OutboxRow]) -> None:
+        if rows:
+            self.cursor = rows[-1].seq
 
 
 @dataclass
-class _ReadingStream(_Stream):
-    """A stream of readings reads ahead: the rows read past `cursor` and not yet
-    published wait in `waiting`, and the store is read on from `read_to`. A window
-    of 20 messages in flight holds back about 1,000 rows; reading them all again on
-    every PUBACK cost a fifth of the gateway's CPU."""
+class _ReadingStream:
+    """Where a stream of readings (live, backlog) stands during a connection: every row
+    up to `cursor` is published; `ahead` holds rows past the cursor already published
+    (a message groups one device's rows, so rows of other devices in between may still
+    wait). It reads ahead: the rows read past `cursor` and not yet published wait in
+    `waiting`, and the store is read on from `read_to`. A window of 20 messages in
+    flight holds back about 1,000 rows; reading them all again on every PUBACK cost a
+    fifth of the gateway's CPU."""
 
+    cursor: int
+    ahead: set[int] = field(default_factory=set)
     waiting: list[OutboxRow] = field(default_factory=list)
     read_to: int = 0
     #: The store's `rewrites` when `waiting` was read (None: nothing read yet).
@@ -488,7 +485,7 @@ class Uplink:
     ) -> None:
         for row in rows:
             self._publish(self._topic(topic(row)), row.payload, inflight=_Inflight(kind, [row.seq]))
-        stream.published(rows, [row.seq for row in rows])
+        stream.published(rows)
 
     async def _publish_retained_sets(self) -> None:
         if self._publish_active:
