@@ -3,21 +3,11 @@ asserted: figures from a shared machine say nothing about correctness)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from tests.conftest import REPO
+from tests.bench.helpers import run_module
 
 
 def test_the_benchmark_runs_and_prints_every_row_with_its_goal() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--readings", "300", "--household-s", "2"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=170,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_module("bench", "--quick", "--readings", "300", "--household-s", "2", timeout=170)
     for row in (
         "baseline A",
         "baseline B",
@@ -47,14 +37,7 @@ def test_the_benchmark_runs_and_prints_every_row_with_its_goal() -> None:
 
 
 def test_only_runs_the_rows_named_and_their_baselines() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--household-s", "2", "--only", "9"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_module("bench", "--quick", "--household-s", "2", "--only", "9", timeout=120)
     # Row 9's own run and its baseline (a child that only imports), nothing else.
     assert "[1/2] RSS with the gateway modules imported" in done.stderr, done.stderr
     assert "[2/2] household" in done.stderr, done.stderr
@@ -67,12 +50,5 @@ def test_only_runs_the_rows_named_and_their_baselines() -> None:
 
 
 def test_only_refuses_a_row_the_table_does_not_have() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--only", "9,11"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2
+    done = run_module("bench", "--only", "9,11", timeout=60, exit_status=2)
     assert "not 11" in done.stderr, done.stderr

@@ -7,21 +7,15 @@ correctness."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from tests.conftest import REPO
+from tests.bench.helpers import run_module
 
 
 def test_a_small_fleet_loses_no_reading_through_a_broker_restart_and_a_consumer_kill() -> None:
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "bench.fleet", "--gateways", "5", "--devices", "2",
-            "--consumers", "2", "--seconds", "10", "--per-worker", "3",
-        ],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+    done = run_module(
+        "bench.fleet", "--gateways", "5", "--devices", "2", "--consumers", "2",
+        "--seconds", "10", "--per-worker", "3", timeout=600,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
     assert "broker restarted" in done.stderr, done.stderr
     assert "consumer c2 killed and started again" in done.stderr, done.stderr
     committed = re.search(r"readings committed by the gateways\s+([\d,]+)", done.stdout)
