@@ -41,6 +41,7 @@ from drivers.backoff import Backoff
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
 from drivers.ble.advert_listener import AdvertListener, ServiceData
 from drivers.ble.cancel import cancel_until_done
+from drivers.ble.routes import AdapterRoutes
 from drivers.ble.session import GattSession
 from drivers.ble.watchdog import AdapterWatchdog
 from drivers.kinds import DeviceKind, Transport
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 #: How often an open adapter is looked at: BlueZ sends the gateway no news of an
 #: adapter leaving, and a failed power cycle leaves a bumble radio closed.
 LOOK_AGAIN_S = 5.0
+#: A GATT device not heard within this long is reported unreachable, and looked for
+#: again after the back-off.
+SCAN_TIMEOUT_S = 10.0
 #: An opening that takes longer has failed (e.g. a dongle that does not answer).
 _OPEN_TIMEOUT_S = 20.0
 
@@ -206,20 +210,11 @@ class BluetoothSessions:
     def discovered(self, bound: Iterable[str]) -> list[dict[str, Any]]:
         """Sensors heard advertising that are not among the `bound` addresses:
         candidates for pairing. They never give readings."""
-        if self._adverts is None:
-            return []
-        now, bound = time.monotonic(), set(bound)
-        return [
-            {
-                "address": address,
-                "kind": seen.kind,
-                "name": seen.name,
-                "rssi": seen.rssi,
-                "seen_s_ago": round(now - seen.last_seen),
-            }
-            for address, seen in sorted(self._adverts.discovered.items())
-            if address not in bound
-        ]
+        return [] if self._adverts is None else discovered_rows(self._adverts, bound)
+
+    def radio_of(self, address: str) -> str | None:
+        """The radio a device is served through: the one adapter."""
+        return self._config.adapter if address in self._addresses else None
 
     def _listen(self, adapter: BleAdapter, adverts: Sequence[DeviceConfig], fail: Fail) -> None:
         """The one advertisement listener, for the sensors that only advertise; one
@@ -271,10 +266,9 @@ class BluetoothSessions:
             session = GattSession(
                 device.address,
                 kind.gatt,
-                adapter,
+                AdapterRoutes(adapter, self._connection_slots, SCAN_TIMEOUT_S),
                 self._feed(links=True),
                 self._connect_lock,
-                self._connection_slots,
                 configured_site=device.site,
                 connect_timeout=bt.connect_timeout_s,
                 backoff=Backoff(bt.reconnect_min_s, bt.reconnect_max_s),
@@ -403,6 +397,23 @@ class BluetoothSessions:
                 await self._adapter.power_cycle()
             finally:
                 await self._start_sessions()
+
+
+def discovered_rows(adverts: AdvertListener, bound: Iterable[str]) -> list[dict[str, Any]]:
+    """The sensors `adverts` heard that are not among the `bound` addresses, as
+    commissioning lists them."""
+    now, bound = time.monotonic(), set(bound)
+    return [
+        {
+            "address": address,
+            "kind": seen.kind,
+            "name": seen.name,
+            "rssi": seen.rssi,
+            "seen_s_ago": round(now - seen.last_seen),
+        }
+        for address, seen in sorted(adverts.discovered.items())
+        if address not in bound
+    ]
 
 
 async def _quietly(step: Awaitable[None], what: str) -> None:

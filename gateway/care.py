@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -43,8 +43,8 @@ from gateway.ledger import LedgerBook
 from gateway.model import Alert, Binding, Isolation, Subject
 from gateway.rules.engine import RuleEngine, UnknownAlert
 from gateway.rules.registry import check_overrides
+from gateway.rules.technical import GatewayAlarm, open_alarm_alerts
 from gateway.sessions import DeviceSessions
-from gateway.storage_alarm import StorageAlarm
 from gateway.store import StoreThread
 from gateway.subjects import (
     SubjectDirectory,
@@ -100,7 +100,7 @@ class CareService:
         store: StoreThread,
         directory: SubjectDirectory,
         rules: RuleEngine,
-        storage_alarm: StorageAlarm,
+        alarms: Sequence[GatewayAlarm],
         devices: DeviceRegistry,
         ledger: LedgerBook,
         sessions: DeviceSessions,
@@ -114,7 +114,7 @@ class CareService:
         self._store = store
         self._directory = directory
         self._rules = rules
-        self._storage_alarm = storage_alarm
+        self._alarms = alarms
         self._devices = devices
         self._ledger = ledger
         self._sessions = sessions
@@ -485,7 +485,7 @@ class CareService:
         try:
             event = self._rules.acknowledge(alert_id, by, at)
         except UnknownAlert:
-            event = self._storage_alarm.acknowledge(alert_id, by, at)
+            event = _acknowledged_by_alarm(self._alarms, alert_id, by, at)
         await self._commit_alert_changes([event])
         await self._store.call(
             self._store.store.audit,
@@ -497,7 +497,7 @@ class CareService:
     # --- what is read ------------------------------------------------------------------
 
     def open_alerts(self) -> list[Alert]:
-        return [*self._rules.open_alerts(), *self._storage_alarm.open_alerts()]
+        return [*self._rules.open_alerts(), *open_alarm_alerts(self._alarms)]
 
     def subjects_payload(self) -> list[dict[str, Any]]:
         """Every subject for the retained `subjects` message and the page."""
@@ -658,3 +658,13 @@ def _entry(
     what: str, old: dict[str, Any] | None, new: dict[str, Any], channel: Channel, by: str | None
 ) -> dict[str, Any]:
     return {"what": what, "old": old, "new": new, "channel": channel.value, "by": by}
+
+
+def _acknowledged_by_alarm(
+    alarms: Iterable[GatewayAlarm], alert_id: str, by: str, at: datetime
+) -> Alert:
+    """The acknowledgement of `alert_id` by the alarm that holds it; KeyError if none."""
+    for alarm in alarms:
+        with contextlib.suppress(KeyError):
+            return alarm.acknowledge(alert_id, by, at)
+    raise KeyError(alert_id)

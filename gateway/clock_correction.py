@@ -42,7 +42,7 @@ from typing import Any
 
 from gateway.model import Alert, ClockState, Instant, Reading
 from gateway.rules.engine import RuleEngine
-from gateway.storage_alarm import StorageAlarm
+from gateway.rules.technical import GatewayAlarm, open_alarm_alerts
 from gateway.store import StoreThread
 
 log = logging.getLogger(__name__)
@@ -147,14 +147,14 @@ class ClockCorrection:
         gateway_id: str,
         store: StoreThread,
         rules: RuleEngine,
-        storage_alarm: StorageAlarm,
+        alarms: Sequence[GatewayAlarm],
         boot: str,
     ) -> None:
         """`boot` names the boot the pipeline's monotonic clock counts from."""
         self._gateway_id = gateway_id
         self._store = store
         self._rules = rules
-        self._storage_alarm = storage_alarm
+        self._alarms = alarms
         self._boot = boot
         self._span: _Span | None = None
 
@@ -248,9 +248,10 @@ class ClockCorrection:
         self._span = None
         moved = shift.alerts(self._rules.open_alerts())
         self._rules.restore([alert.payload() for alert in moved])
-        for alert in shift.alerts(list(self._storage_alarm.open_alerts())):
-            self._storage_alarm.restore(alert)
-            moved.append(alert)
+        for alarm in self._alarms:
+            for alert in shift.alerts(list(alarm.open_alerts())):
+                alarm.restore(alert)
+                moved.append(alert)
         unsaved[:] = [shift.alert_or_same(alert) for alert in unsaved]
         log.info(
             "clock synchronised: the times stamped before it corrected",
@@ -266,7 +267,7 @@ class ClockCorrection:
         """A span from `run` on, the open alerts' times and the events queued kept."""
         kept = {
             alert.id: {n: t for n in _ALERT_TIMES if (t := alert.payload()[n]) is not None}
-            for alert in [*self._rules.open_alerts(), *self._storage_alarm.open_alerts()]
+            for alert in [*self._rules.open_alerts(), *open_alarm_alerts(self._alarms)]
         }
         events_after = await self._store.call(self._store.store.last_alert_event_seq)
         self._span = _Span(self._boot, [run], kept, events_after)

@@ -9,6 +9,10 @@ what each device kind takes comes from the registry of kinds (`drivers/kinds.py`
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import ipaddress
 import itertools
 import re
 import tomllib
@@ -261,9 +265,46 @@ class StoreSection(ConfigTable):
     failure_clear_s: float = Field(default=60.0, ge=1.0, le=86400.0)
 
 
-class BluetoothSection(ConfigTable):
-    """`[bluetooth]`: the adapter, shared by every Bluetooth device."""
+def _noise_key(key: str) -> str:
+    """ESPHome's `api: encryption: key`: 32 bytes, base64."""
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except binascii.Error:
+        raise ValueError("is not base64 (ESPHome's api encryption key)") from None
+    if len(raw) != 32:
+        raise ValueError(f"is {len(raw)} bytes, not 32 (ESPHome's api encryption key)")
+    return key
 
+
+def _proxy_host(host: str) -> str:
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(host))
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError(f"{host!r} is neither an IP address nor a host name")
+    return host
+
+
+#: What the page and `status` call the gateway's own adapter beside the proxies.
+LOCAL_RADIO = "local"
+
+
+class ProxyConfig(ConfigTable):
+    """One `[[bluetooth.proxies]]` table: an ESPHome Bluetooth proxy, one more radio."""
+
+    #: How the page, `status` and the proxy's alert name it (the proxy's own name).
+    name: _Code
+    host: Annotated[str, AfterValidator(_proxy_host)]
+    port: int = Field(default=6053, ge=1, le=65535)
+    #: The proxy's API encryption key (base64). A secret: kept out of repr, logs,
+    #: error messages and every message.
+    noise_key: Annotated[str, AfterValidator(_noise_key)] = Field(repr=False)
+
+
+class BluetoothSection(ConfigTable):
+    """`[bluetooth]`: the adapter and the ESPHome proxies, shared by every Bluetooth
+    device."""
+
+    #: The local radio; `none` with proxies: the proxies only.
     adapter: str = "bluez"
     reconnect_min_s: _ReconnectMin = 1.0
     reconnect_max_s: _ReconnectMax = 60.0
@@ -274,13 +315,40 @@ class BluetoothSection(ConfigTable):
     #: any Bluetooth device, restart scanning; as long again, power-cycle the adapter.
     watchdog_enabled: bool = True
     watchdog_silence_s: float = Field(default=300.0, ge=10.0, le=86400.0)
+    proxies: tuple[ProxyConfig, ...] = Field(default=(), strict=False)
+    #: A proxy that relayed no advertisement for this long, or is not connected for this
+    #: long, raises `proxy_silent`; its devices move to another radio that hears them.
+    proxy_silent_s: float = Field(default=60.0, ge=5.0, le=3600.0)
+    #: A device stays with the radio that connected it last unless another hears it this
+    #: much stronger (dB), so it does not flap between two proxies.
+    switch_margin_db: int = Field(default=10, ge=0, le=60)
 
     @field_validator("adapter")
     @classmethod
     def _known_stack(cls, adapter: str) -> str:
-        if not re.fullmatch(r"bluez(:hci\d+)?|bumble:.+", adapter):
-            raise ValueError(f"{adapter!r} is not 'bluez', 'bluez:hciN' or 'bumble:TRANSPORT'")
+        if not re.fullmatch(r"bluez(:hci\d+)?|bumble:.+|none", adapter):
+            raise ValueError(
+                f"{adapter!r} is not 'bluez', 'bluez:hciN', 'bumble:TRANSPORT' or 'none'"
+            )
         return adapter
+
+    @field_validator("proxies")
+    @classmethod
+    def _proxies_apart(cls, proxies: tuple[ProxyConfig, ...]) -> tuple[ProxyConfig, ...]:
+        names: set[str] = set()
+        for index, proxy in enumerate(proxies):
+            if proxy.name in names:
+                raise _Invalid("two proxies have this name", index, "name")
+            if proxy.name == LOCAL_RADIO:
+                raise _Invalid(f"{LOCAL_RADIO!r} names the gateway's own adapter", index, "name")
+            names.add(proxy.name)
+        return proxies
+
+    @model_validator(mode="after")
+    def _some_radio(self) -> BluetoothSection:
+        if self.adapter == "none" and not self.proxies:
+            raise ValueError("adapter 'none' needs [[bluetooth.proxies]]: no radio is left")
+        return self
 
 
 class CommandsSection(ConfigTable):

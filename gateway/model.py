@@ -154,6 +154,8 @@ class AlertKind(StrEnum):
     BATTERY_LOW = "battery_low"
     #: The gateway's store refuses writes or was found corrupt.
     STORAGE_FAILURE = "storage_failure"
+    #: An ESPHome Bluetooth proxy not connected, or relaying nothing.
+    PROXY_SILENT = "proxy_silent"
 
     @property
     def alert_class(self) -> AlertClass:
@@ -183,6 +185,7 @@ ALERT_CLASSES: Mapping[AlertKind, AlertClass] = MappingProxyType(
         AlertKind.PROBE_OFF: AlertClass.TECHNICAL,
         AlertKind.BATTERY_LOW: AlertClass.TECHNICAL,
         AlertKind.STORAGE_FAILURE: AlertClass.TECHNICAL,
+        AlertKind.PROXY_SILENT: AlertClass.TECHNICAL,
     }
 )
 

@@ -35,6 +35,7 @@ from gateway.devices import ROUTINE_SAVE_EVERY_S, DeviceRegistry
 from gateway.ledger import LedgerBook
 from gateway.model import Alert, ClockState, Instant
 from gateway.pipeline import Pipeline
+from gateway.proxy_alarm import ProxyAlarm
 from gateway.rules.engine import RuleEngine
 from gateway.sessions import DeviceSessions
 from gateway.storage_alarm import StorageAlarm
@@ -121,6 +122,9 @@ class GatewayService:
         self.storage_alarm = StorageAlarm(
             config.gateway.id, timedelta(seconds=config.store.failure_clear_s)
         )
+        self.proxy_alarm = ProxyAlarm(config.bluetooth.proxy_silent_s)
+        #: Each proxy's (name, state, slots free, slots limit) as `status` last said them.
+        self._proxies_published: list[tuple[str, str, int, int]] = []
         #: The store recovery (set-aside) already alerted on.
         self._alerted_recovery: StoreRecovery | None = None
         #: The faults (part, reason) as `status` last said them.
@@ -159,7 +163,7 @@ class GatewayService:
                 config.gateway.id,
                 self.store,
                 self.rules,
-                self.storage_alarm,
+                (self.storage_alarm, self.proxy_alarm),
                 boot,
             ),
         )
@@ -169,7 +173,7 @@ class GatewayService:
             self.store,
             self.directory,
             self.rules,
-            self.storage_alarm,
+            (self.storage_alarm, self.proxy_alarm),
             self.devices,
             self.ledger_book,
             self.sessions,
@@ -210,6 +214,7 @@ class GatewayService:
         self.rules.restore(active)
         for payload in active:
             self.storage_alarm.restore(Alert.from_payload(payload))
+            self.proxy_alarm.restore(Alert.from_payload(payload))
         rule_state = await self.store.call(store.rule_state, _RULE_STATE)
         if rule_state:
             self.rules.load_state(rule_state.get("rules", {}), self._instant())
@@ -337,6 +342,7 @@ class GatewayService:
                 await self.store.write_back()
                 next_write_back = loop.time() + _WRITE_BACK_EVERY_S
             self._watch_storage(now)
+            self._watch_proxies(instant)
             if loop.time() >= next_queue_stats:
                 await self._save_rule_state()
                 await self.store.call(self.store.store.check_integrity_step)
@@ -374,6 +380,10 @@ class GatewayService:
             health["broker"]["state"],
             health["clock"],
             health["bluetooth"]["state"],
+            [
+                (p["name"], p["state"], p["slots_free"], p["slots_limit"], p["devices"])
+                for p in health["bluetooth"].get("proxies", [])
+            ],
             health["faults"],
             health["queue"]["undelivered"] > 0,
             health["queue"]["oldest_undelivered_at"],
@@ -405,6 +415,19 @@ class GatewayService:
             changes = self.storage_alarm.working(now)
         self._alerted_recovery = recovery
         self.pipeline.add_alert_changes(changes)
+
+    def _watch_proxies(self, now: Instant) -> None:
+        """The ESPHome proxies (only when configured, or an alert of one is still open):
+        the `proxy_silent` alert, and `status` republished when a proxy's state or slots
+        moved (the township sees a proxy drop without waiting for the next interval)."""
+        if not self.config.bluetooth.proxies and not self.proxy_alarm.open_alerts():
+            return
+        proxies = self.sessions.adapter_health().get("proxies", [])
+        self.pipeline.add_alert_changes(self.proxy_alarm.look(proxies, now))
+        published = [(p["name"], p["state"], p["slots_free"], p["slots_limit"]) for p in proxies]
+        if published != self._proxies_published:
+            self._proxies_published = published
+            self.uplink.status_changed()
 
     def _instant(self) -> Instant:
         """Now, on the wall clock and on the rules' duration clock (as readings are)."""

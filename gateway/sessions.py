@@ -6,7 +6,8 @@ A kind whose registry entry cannot work, or a session that cannot be built or st
 costs that device only: it is logged and shown on its device record (`unreachable`,
 `not served: ...`), and the other devices are served. The Bluetooth devices' sessions
 run on the one adapter while it is there (`gateway/bluetooth.py`): a missing adapter
-costs the Bluetooth devices only, until it appears.
+costs the Bluetooth devices only, until it appears. With ESPHome proxies configured,
+they run on the proxies instead (`gateway/bluetooth_proxies.py`).
 
 Devices are added and removed while the gateway runs (`add`, `remove`: a binding made
 or undone through the care service), without a restart; the Bluetooth code is loaded
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from drivers.ble.advert_listener import ServiceData
     from drivers.serial.protocol import SerialProtocol
     from gateway.bluetooth import BluetoothSessions
+    from gateway.bluetooth_proxies import ProxiedBluetooth
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class DeviceSessions:
         #: The serial sessions running, by device id.
         self._sessions: dict[str, Session] = {}
         #: The Bluetooth side, once a Bluetooth device is served.
-        self._bluetooth: BluetoothSessions | None = None
+        self._bluetooth: BluetoothSessions | ProxiedBluetooth | None = None
         if any(KINDS[d.kind].bluetooth for d in config.devices if d.kind in KINDS):
             self._bluetooth_side()  # `status` says "starting" until the sessions start
         #: Held while the Bluetooth side starts or takes a device: a binding and a
@@ -148,6 +150,11 @@ class DeviceSessions:
         to try a key on; None when none was heard."""
         return None if self._bluetooth is None else self._bluetooth.service_data(address)
 
+    def radio_of(self, address: str) -> str | None:
+        """The radio a Bluetooth device is served through (the adapter, or an ESPHome
+        proxy: the one it is connected through, or last was); None for the others."""
+        return None if self._bluetooth is None else self._bluetooth.radio_of(address)
+
     def adapter_health(self) -> dict[str, Any]:
         """The Bluetooth adapter's state and why, and the watchdog's figures."""
         if self._bluetooth is None:
@@ -160,12 +167,17 @@ class DeviceSessions:
         await self._bluetooth_side().start(devices, self._fail)
         self._bluetooth_started = True
 
-    def _bluetooth_side(self) -> BluetoothSessions:
+    def _bluetooth_side(self) -> BluetoothSessions | ProxiedBluetooth:
         if self._bluetooth is None:
             # Imported only when needed: a serial-only gateway never loads bleak or bumble.
-            from gateway.bluetooth import BluetoothSessions
+            if self._config.bluetooth.proxies:
+                from gateway.bluetooth_proxies import ProxiedBluetooth
 
-            self._bluetooth = BluetoothSessions(self._config.bluetooth, self._listener)
+                self._bluetooth = ProxiedBluetooth(self._config.bluetooth, self._listener)
+            else:
+                from gateway.bluetooth import BluetoothSessions
+
+                self._bluetooth = BluetoothSessions(self._config.bluetooth, self._listener)
         return self._bluetooth
 
     async def _start_serial(self, device: DeviceConfig, kind: DeviceKind) -> None:

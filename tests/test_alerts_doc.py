@@ -9,7 +9,7 @@ import re
 from datetime import time
 from typing import Any
 
-from gateway.config import DOOR_REPORT_INTERVAL_S, StoreSection, SubjectConfig
+from gateway.config import DOOR_REPORT_INTERVAL_S, BluetoothSection, StoreSection, SubjectConfig
 from gateway.model import ALERT_CLASSES, DEFAULT_SCHEDULE, AlertClass, AlertKind
 from gateway.rules.registry import DEFAULT_PROFILES, RULES
 from tests.conftest import REPO
@@ -39,6 +39,7 @@ def code_defaults() -> dict[str, Any]:
             for name, value in values.items():
                 found[f"rules.profiles.{grade.value}.{table}.{name}"] = value
     found["store.failure_clear_s"] = StoreSection.model_fields["failure_clear_s"].default
+    found["bluetooth.proxy_silent_s"] = BluetoothSection.model_fields["proxy_silent_s"].default
     found["devices.report_interval_s"] = DOOR_REPORT_INTERVAL_S
     found["subjects.isolation_days"] = SubjectConfig.model_fields["isolation_days"].default
     found["subjects.schedule"] = ", ".join(w.label() for w in DEFAULT_SCHEDULE)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
@@ -30,6 +30,14 @@ _BLUEZ = "org.bluez"
 _BLUEZ_ADAPTER = "org.bluez.Adapter1"
 _T = TypeVar("_T")
 _USAGE = "use 'bluez', 'bluez:hciN' or 'bumble:<transport>' (e.g. bumble:usb:0)"
+
+
+class Scanning(Protocol):
+    """What a scanner is built on: an adapter, or the proxies' scanner view."""
+
+    def scanner_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `BleakScanner(...)` and its class methods."""
+        ...
 
 
 class BleAdapter:

@@ -40,7 +40,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from drivers.ble.adapter import BleAdapter
+from drivers.ble.adapter import Scanning
 from drivers.ble.advert_decoder import AdvertDecoder, format_mac, parse_mac
 from drivers.errors import RefusedPacket
 from drivers.kinds import KINDS, Transport, classify_advertisement, kinds_of
@@ -107,7 +107,7 @@ class AdvertListener:
 
     def __init__(
         self,
-        adapter: BleAdapter,
+        adapter: Scanning,
         listener: SessionListener,
         devices: Mapping[str, tuple[str, bytes | None]],
         *,

@@ -1,7 +1,8 @@
 """One bound Bluetooth device's connection, from finding it to reconnecting after a drop.
 
-A `GattSession` uses bleak's public API only, with the backend the adapter names, so
-the same code drives BlueZ on the Pi and bumble in tests and on a USB dongle.
+A `GattSession` uses bleak's public API only, with the backend its route names, so
+the same code drives BlueZ on the Pi, bumble in tests and on a USB dongle, and the
+ESPHome proxies' radios.
 """
 
 from __future__ import annotations
@@ -11,20 +12,18 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
-from bleak import BleakClient, BleakScanner
+from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.backends.device import BLEDevice
-from bleak.backends.scanner import AdvertisementData
 from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError
 
 from drivers.backoff import Backoff
 from drivers.ble import uuids
-from drivers.ble.adapter import BleAdapter
 from drivers.ble.battery import parse_battery_level
 from drivers.ble.cancel import cancel_until_done
 from drivers.ble.dis import DIS_STRINGS, decode_dis_string
 from drivers.ble.gatt_profiles import GattProfile, MeasurementParser
+from drivers.ble.routes import NoRoute, Route, Routes, describe
 from drivers.errors import MalformedPacket
 from drivers.listener import LinkState, SessionListener
 from drivers.measurement import Measurement, Site
@@ -44,10 +43,9 @@ class GattSession:
     after a failure or a drop it tries again with backoff until stopped.
 
     Connects of all sessions share `connect_lock` (adapters handle one at a time);
-    scanning for a device that is away does not hold it. A session holds one of the
-    adapter's `connection_slots` from its scan until its link ends, and waits for one
-    without holding anything else, so a full adapter delays only the sessions that
-    have no slot.
+    scanning for a device that is away does not hold it. Each attempt takes a route
+    from `routes` (`drivers/ble/routes.py`: the radio, and a slot on it) and holds it
+    until its link ends.
 
     Identity (Device Information and the profile's `info` characteristics) is read on
     the first connection only and kept in `device_info`. A Battery Level the device
@@ -63,13 +61,11 @@ class GattSession:
         self,
         address: str,
         profile: GattProfile,
-        adapter: BleAdapter,
+        routes: Routes,
         listener: SessionListener,
         connect_lock: asyncio.Lock,
-        connection_slots: asyncio.Semaphore,
         *,
         configured_site: Site | None = None,
-        scan_timeout: float = 10.0,
         connect_timeout: float = 20.0,
         backoff: Backoff = Backoff(),
         battery_poll_s: float = 600.0,
@@ -77,12 +73,10 @@ class GattSession:
     ) -> None:
         self.address = address
         self.profile = profile
-        self._adapter = adapter
+        self._routes = routes
         self._listener = listener
         self._connect_lock = connect_lock
-        self._slots = connection_slots
         self._configured_site = configured_site
-        self._scan_timeout = scan_timeout
         self._connect_timeout = connect_timeout
         self._backoff = backoff
         self._battery_poll_s = battery_poll_s
@@ -92,6 +86,8 @@ class GattSession:
         self._streams: list[ReducedStream] = []
         #: Identity read from the device; None until a connection has read it.
         self.device_info: dict[str, str] | None = None
+        #: The radio of the current or last connection (None before the first).
+        self.adapter: str | None = None
 
     @property
     def state(self) -> LinkState | None:
@@ -122,35 +118,33 @@ class GattSession:
             await asyncio.sleep(self._backoff.delay(failures))
 
     async def _attempt(self) -> bool:
-        """One slot, find, connect and serve cycle; True when the device was served (set
-        up and subscribed), so that a device that connects but cannot be used backs off."""
-        if self._slots.locked():
-            self._report(LinkState.UNREACHABLE, "waiting for a free connection slot")
-        async with self._slots:
-            return await self._find_and_serve()
-
-    async def _find_and_serve(self) -> bool:
+        """One route, connect and serve cycle; True when the device was served (set up
+        and subscribed), so that a device that connects but cannot be used backs off."""
         try:
-            device = await self._find()
-        except (BleakError, OSError) as error:  # cannot scan: off, gone, busy, no D-Bus
-            self._report(LinkState.UNREACHABLE, f"scan failed: {_describe(error)}")
+            async with self._routes.route(
+                self.address, lambda why: self._report(LinkState.UNREACHABLE, why)
+            ) as route:
+                return await self._connect_and_serve(route)
+        except NoRoute as why:
+            self._report(LinkState.UNREACHABLE, str(why))
             return False
-        if device is None:
-            self._report(LinkState.UNREACHABLE, f"not seen within {self._scan_timeout:g} s")
-            return False
+
+    async def _connect_and_serve(self, route: Route) -> bool:
+        self._listener.on_signal(self.address, route.rssi)
+        self.adapter = route.adapter
         self._report(LinkState.CONNECTING)
         lost = asyncio.Event()
         client = BleakClient(
-            device,
+            route.device,
             disconnected_callback=lambda _client: lost.set(),
             timeout=self._connect_timeout,
-            **self._adapter.client_kwargs(),
+            **route.client_kwargs,
         )
         try:
             async with self._connect_lock:
                 await client.connect()
         except (BleakError, TimeoutError) as error:
-            self._report(LinkState.UNREACHABLE, f"connect failed: {_describe(error)}")
+            self._report(LinkState.UNREACHABLE, f"connect failed: {describe(error)}")
             return False
         served = False
         ending = "session failed"
@@ -161,7 +155,7 @@ class GattSession:
             await self._serve(client, lost, polled_battery)
             ending = "link lost"
         except (BleakError, TimeoutError) as error:
-            ending = _describe(error)
+            ending = describe(error)
         except asyncio.CancelledError:
             ending = "session stopped"
             raise
@@ -172,22 +166,6 @@ class GattSession:
             self._report(LinkState.DISCONNECTED, ending)
             await self._disconnect(client)
         return served
-
-    async def _find(self) -> BLEDevice | None:
-        heard: list[AdvertisementData] = []
-
-        def is_ours(device: BLEDevice, advertisement: AdvertisementData) -> bool:
-            if device.address.upper() != self.address.upper():
-                return False
-            heard.append(advertisement)
-            return True
-
-        device = await BleakScanner.find_device_by_filter(
-            is_ours, timeout=self._scan_timeout, **self._adapter.scanner_kwargs()
-        )
-        if device is not None:
-            self._listener.on_signal(self.address, heard[-1].rssi)
-        return device
 
     async def _set_up(self, client: BleakClient) -> BleakGATTCharacteristic | None:
         """Reads what is read once, subscribes to the profile's characteristics; returns
@@ -237,11 +215,11 @@ class GattSession:
             for key, uuid in DIS_STRINGS.items()
             if (char := client.services.get_characteristic(uuid)) is not None
         }
-        for uuid, describe in self.profile.info.items():
+        for uuid, read_info in self.profile.info.items():
             if (char := service.get_characteristic(uuid)) is not None:
                 raw = bytes(await client.read_gatt_char(char))
                 try:
-                    info.update(describe(raw))
+                    info.update(read_info(raw))
                 except MalformedPacket as error:
                     self._listener.on_refused(self.address, error, raw)
         return info
@@ -327,7 +305,3 @@ def _notified(stream: ReducedStream) -> Notified:
 
 def _with_site(parser: MeasurementParser, site: Site | None) -> Parse:
     return lambda raw: parser(raw, site)
-
-
-def _describe(error: BaseException) -> str:
-    return str(error) or type(error).__name__

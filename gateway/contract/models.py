@@ -146,7 +146,10 @@ class AlertEvent(_Closed):
         description="bed or pseudonymous code; null for the gateway's own alerts and"
         " unbound devices"
     )
-    device: str = Field(description="the device it concerns, or the gateway id")
+    device: str = Field(
+        description="the device it concerns, the gateway id (storage_failure), or the"
+        " proxy's name (proxy_silent)"
+    )
     value: float | None = Field(
         description="the latest value that changed the alert; null for a technical alert"
     )
@@ -163,7 +166,7 @@ class AlertEvent(_Closed):
     detail: str | None = Field(
         description="what the alert is about in one line when value and threshold do not"
         " say it (storage_failure: disk full; missed_measurement: the window; door_open:"
-        " when it opened)"
+        " when it opened; proxy_silent: not connected, or relaying nothing, and why)"
     )
     acknowledged_by: Subject | None = Field(
         description="role code of who acknowledged it (e.g. doctor-3), never a name; null"
@@ -353,11 +356,47 @@ class Queue(_Open):
     )
 
 
-class Bluetooth(_Open):
-    """The adapter; with the watchdog on, also its last step and counts."""
+#: An ESPHome proxy's link (`drivers.ble.esphome.link.ProxyState`, not imported: the
+#: contract does not load the proxies' libraries).
+ProxyLinkState = Literal["connecting", "connected", "disconnected", "refused"]
 
-    adapter: str
-    state: AdapterState
+
+class Proxy(_Open):
+    """One ESPHome Bluetooth proxy (`[[bluetooth.proxies]]`): a small board on the
+    floor's network that relays what it hears, one more radio of the gateway."""
+
+    name: Subject = Field(description="the proxy's name in the gateway's configuration")
+    host: str = Field(description="its IP address or host name on the floor's network")
+    port: int = Field(ge=1, le=65535, description="its ESPHome native API port")
+    state: ProxyLinkState = Field(
+        description="connecting (first try, or right after a loss); connected;"
+        " disconnected (cannot be reached: retried with back-off); refused (wrong"
+        " encryption key, or not a Bluetooth proxy: retried slowly)"
+    )
+    error: str = Field(description="why it is not connected, for a technician; empty when it is")
+    slots_free: Count = Field(description="connections it can still make for the gateway")
+    slots_limit: Count = Field(description="connections it can hold at once; 0 until it says")
+    connected_s: float | None = Field(
+        ge=0, description="seconds since this connection began; null when not connected"
+    )
+    last_heard_s_ago: float | None = Field(
+        ge=0,
+        description="seconds since it last relayed an advertisement; null when never since"
+        " the gateway started. Silent this long (or not connected) for"
+        " bluetooth.proxy_silent_s: the proxy_silent alert",
+    )
+    devices: Count = Field(description="the gateway's device connections held through it now")
+
+
+class Bluetooth(_Open):
+    """The adapter; with the watchdog on, also its last step and counts; with ESPHome
+    proxies configured, each proxy."""
+
+    adapter: str = Field(
+        description="the gateway's own adapter (bluez, bluez:hciN, bumble:...), or none"
+        " when only proxies are used"
+    )
+    state: AdapterState = Field(description="with proxies: up while any radio is up")
     error: str = Field(description="why the adapter is unavailable; empty otherwise")
     last_action: WatchdogAction | None = Field(
         default=None, description="the watchdog's last step, null before the first"
@@ -365,6 +404,9 @@ class Bluetooth(_Open):
     last_action_at: Timestamp | None = None
     scan_restarts: Count = Field(default=0, description="with the watchdog on, since the start")
     power_cycles: Count = Field(default=0, description="with the watchdog on, since the start")
+    proxies: list[Proxy] = Field(
+        default=[], description="the ESPHome Bluetooth proxies, in configuration order"
+    )
 
 
 class RefusedPackets(_Closed):

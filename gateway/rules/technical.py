@@ -7,9 +7,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, tzinfo
+from typing import Protocol
 
 from gateway.model import Alert, AlertKind, AlertState, Reading
 from gateway.rules.base import EVIDENCE_LIMIT, HeldAlerts, new_alert_id, snapshot
+
+
+class GatewayAlarm(Protocol):
+    """A technical alert the service raises outside the rule engine (the store's, each
+    proxy's): the care service acknowledges its alerts, and a clock correction moves
+    their times, as the rules' own."""
+
+    def restore(self, alert: Alert) -> None:
+        """Adopt an open alert of this alarm's kind (at start, or with its times moved)."""
+        ...
+
+    def open_alerts(self) -> Iterable[Alert]: ...
+
+    def acknowledge(self, alert_id: str, by: str, at: datetime) -> Alert:
+        """KeyError when none of its open alerts has `alert_id`."""
+        ...
+
+
+def open_alarm_alerts(alarms: Iterable[GatewayAlarm]) -> list[Alert]:
+    return [alert for alarm in alarms for alert in alarm.open_alerts()]
 
 
 class DeviceAlerts(HeldAlerts):

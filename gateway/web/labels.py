@@ -11,6 +11,7 @@ from typing import Any
 
 from drivers.listener import AdapterState, LinkState
 from drivers.measurement import Metric, Quality, Site
+from gateway.contract.models import ProxyLinkState
 from gateway.model import (
     AlertClass,
     AlertKind,
@@ -40,6 +41,7 @@ ALERT_KINDS: Mapping[AlertKind, str] = {
     AlertKind.PROBE_OFF: N_("Finger out of the probe"),
     AlertKind.BATTERY_LOW: N_("Battery low"),
     AlertKind.STORAGE_FAILURE: N_("Storage failure"),
+    AlertKind.PROXY_SILENT: N_("Bluetooth proxy silent"),
 }
 
 ALERT_CLASSES: Mapping[AlertClass, str] = {
@@ -90,6 +92,15 @@ ADAPTER_STATES: Mapping[AdapterState, str] = {
     AdapterState.RESTARTING_SCAN: N_("restarting the scan"),
     AdapterState.POWER_CYCLING: N_("power-cycling"),
     AdapterState.UNAVAILABLE: N_("unavailable"),
+}
+
+#: An ESPHome proxy's link state, with why it is not connected in the technician's words
+#: (the link's own error, in English, goes under it).
+PROXY_STATES: Mapping[ProxyLinkState, str] = {
+    "connecting": N_("connecting"),
+    "connected": N_("connected"),
+    "disconnected": N_("not connected: it cannot be reached on the network"),
+    "refused": N_("not connected: it refused the gateway (wrong key, or not a Bluetooth proxy)"),
 }
 
 BROKER_STATES: Mapping[BrokerState, str] = {

@@ -106,6 +106,8 @@ def page_router(service: GatewayService, gate: Gate, render: Renderer) -> APIRou
             "light": light,
             "reasons": reasons,
             "health": health,
+            # Which radio serves a Bluetooth device (the device cards, with proxies).
+            "radio_of": service.sessions.radio_of,
             "role_code": session.role_code or "",
             **values,
         }

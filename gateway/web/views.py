@@ -10,8 +10,10 @@ from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
+from drivers.kinds import KINDS
 from drivers.listener import AdapterState
 from drivers.measurement import Metric
+from gateway.config import LOCAL_RADIO
 from gateway.model import AlertKind
 from gateway.web.i18n import NEVER
 from gateway.web.labels import N_, PARTS
@@ -19,6 +21,10 @@ from gateway.web.labels import N_, PARTS
 #: Readings still undelivered after this long turn the light yellow (an outage may be
 #: brief), and red while the broker is away: they are not reaching the township.
 _WAITING_S = 60.0
+
+
+#: A proxy's states that are worth a warning: `connecting` lasts a moment.
+_PROXY_DOWN = ("disconnected", "refused")
 
 
 class Light(StrEnum):
@@ -49,7 +55,9 @@ def traffic_light(
     """Green: collecting, storing and delivering. Yellow: working, but readings wait, the
     broker is being reached, or the clock is unsure. Red: a part is down, readings have
     waited a minute for a broker that is away, or the Bluetooth adapter its devices
-    (`bluetooth_used`) need is unavailable."""
+    (`bluetooth_used`) need is unavailable (with ESPHome proxies: no radio at all works;
+    a proxy that cannot be reached, or refuses the gateway, is yellow: its devices move
+    to another radio that hears them)."""
     red: list[Reason] = []
     yellow: list[Reason] = []
     broker, queue = health["broker"], health["queue"]
@@ -68,8 +76,17 @@ def traffic_light(
         )
     if health["clock"] == "unsynced":
         yellow.append(Reason(N_("The clock is not synchronised"), {}))
-    if bluetooth_used and health["bluetooth"]["state"] == AdapterState.UNAVAILABLE.value:
-        red.append(Reason(N_("The Bluetooth adapter is unavailable"), {}))
+    bluetooth = health["bluetooth"]
+    proxies = bluetooth.get("proxies", [])
+    if bluetooth_used and bluetooth["state"] == AdapterState.UNAVAILABLE.value:
+        if proxies:
+            red.append(Reason(N_("No Bluetooth radio is working"), {}))
+        else:
+            red.append(Reason(N_("The Bluetooth adapter is unavailable"), {}))
+    for proxy in proxies if bluetooth_used else []:
+        if proxy["state"] in _PROXY_DOWN:
+            name = {"name": proxy["name"]}
+            yellow.append(Reason(N_("Bluetooth proxy %(name)s is not connected"), name))
     if red:
         return Light.RED, red + yellow
     if yellow:
@@ -115,6 +132,27 @@ def ledger_range(zone: tzinfo, now: datetime, days: int = 14) -> tuple[date, dat
     """The dates the subject page's ledger shows: the last `days`, today included."""
     today = now.astimezone(zone).date()
     return today - timedelta(days=days - 1), today
+
+
+def seconds_ago(now: datetime, seconds: float | None) -> datetime | None:
+    """The moment `seconds` before `now` (a proxy's `last_heard_s_ago`), to be said as
+    "5 秒前"; None for never."""
+    return None if seconds is None else now - timedelta(seconds=seconds)
+
+
+def radio_words(radio: str | None) -> Reason:
+    """What a Bluetooth device's card says of the radio serving it (`radio_of`: the
+    one it is connected through, or last was; for a door sensor the one hearing it best)."""
+    if radio is None:
+        return Reason(N_("no radio hears it yet"), {})
+    if radio == LOCAL_RADIO:
+        return Reason(N_("via the gateway's own adapter"), {})
+    return Reason(N_("via %(radio)s"), {"radio": radio})
+
+
+def bluetooth_kind(kind: str) -> bool:
+    """Whether devices of `kind` are served by a Bluetooth radio (they show which)."""
+    return kind in KINDS and KINDS[kind].bluetooth
 
 
 def signal_bars(rssi: int | None) -> int:

@@ -5,6 +5,7 @@ here."""
 
 from __future__ import annotations
 
+import base64
 import enum
 import math
 import subprocess
@@ -27,6 +28,10 @@ GATEWAY = {"id": "gw-1", "township": "t", "data_dir": "data"}
 ARRAY_ENTRIES = {
     "devices[0]": ("devices", {"kind": "cms50", "port": "/dev/ttyUSB0"}),
     "subjects[0]": ("subjects", {"code": "bed-1"}),
+    "bluetooth.proxies[0]": (
+        "bluetooth.proxies",
+        {"name": "east", "host": "127.0.0.1", "noise_key": base64.b64encode(bytes(32)).decode()},
+    ),
 }
 
 
@@ -59,7 +64,11 @@ class NumberKey:
         raw: dict[str, Any] = {"gateway": dict(GATEWAY)}
         if self.table in ARRAY_ENTRIES:
             array, entry = ARRAY_ENTRIES[self.table]
-            raw[array] = [{**entry, **setting}]
+            *outer, name = array.split(".")
+            holder = raw
+            for part in outer:
+                holder = holder.setdefault(part, {})
+            holder[name] = [{**entry, **setting}]
             return raw
         table = raw
         for part in self.table.split("."):

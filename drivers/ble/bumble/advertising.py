@@ -1,7 +1,11 @@
-"""bumble advertisements as bleak's AdvertisementData, and the virtual controller's
-doubled scan responses told apart."""
+"""Advertisements as bleak's AdvertisementData (bumble's parsed ones, and raw AD
+structures as a proxy relays them), and the virtual controller's doubled scan responses
+told apart."""
 
 from __future__ import annotations
+
+import struct
+from typing import Any
 
 from bleak.backends.scanner import AdvertisementData
 from bumble.core import AdvertisingData
@@ -26,12 +30,29 @@ _SERVICE_DATA_UUID_SIZES = {
 
 
 def advertisement_data(advertisement: Advertisement) -> AdvertisementData:
+    return structures_data(advertisement.data, advertisement.rssi, (advertisement,))
+
+
+def raw_advertisement_data(
+    raw: bytes, rssi: int, platform_data: tuple[Any, ...]
+) -> AdvertisementData:
+    """Raw AD structures (as an ESPHome proxy relays them). Raises ValueError when
+    they cannot be parsed."""
+    try:
+        return structures_data(AdvertisingData.from_bytes(raw), rssi, platform_data)
+    except (IndexError, ValueError, struct.error) as error:  # bumble's errors are ValueErrors
+        raise ValueError(f"unparsable advertisement: {error}") from error
+
+
+def structures_data(
+    data: AdvertisingData, rssi: int, platform_data: tuple[Any, ...]
+) -> AdvertisementData:
     name: str | None = None
     uuids: list[str] = []
     service_data: dict[str, bytes] = {}
     manufacturer_data: dict[int, bytes] = {}
     tx_power: int | None = None
-    for ad_type, value in advertisement.data.ad_structures:
+    for ad_type, value in data.ad_structures:
         if ad_type == _T.COMPLETE_LOCAL_NAME or (ad_type == _T.SHORTENED_LOCAL_NAME and not name):
             name = value.decode("utf-8", errors="replace")
         elif size := _UUID_LIST_SIZES.get(ad_type):
@@ -48,8 +69,8 @@ def advertisement_data(advertisement: Advertisement) -> AdvertisementData:
         service_data=service_data,
         service_uuids=list(dict.fromkeys(uuids)),
         tx_power=tx_power,
-        rssi=advertisement.rssi,
-        platform_data=(advertisement,),
+        rssi=rssi,
+        platform_data=platform_data,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from drivers.backoff import Backoff
 from drivers.ble.adapter import BleAdapter, open_ble_adapter
 from drivers.ble.gatt_profiles import PULSE_OXIMETER, GattProfile
+from drivers.ble.routes import AdapterRoutes
 from drivers.ble.session import GattSession
 from drivers.measurement import Site
 from firmware_sim.ble_main import SimulatedWard
@@ -42,12 +43,10 @@ class Bench:
         session = GattSession(
             address,
             profile,
-            self.adapter,
+            AdapterRoutes(self.adapter, self.slots, scan_timeout),
             self.recorder,
             self.lock,
-            self.slots,
             configured_site=configured_site,
-            scan_timeout=scan_timeout,
             connect_timeout=WAIT_S,
             backoff=Backoff(base=0.05, maximum=0.2),
             **options,

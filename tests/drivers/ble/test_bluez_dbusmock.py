@@ -34,6 +34,7 @@ from drivers.backoff import Backoff
 from drivers.ble import uuids
 from drivers.ble.adapter import open_ble_adapter
 from drivers.ble.gatt_profiles import HEALTH_THERMOMETER
+from drivers.ble.routes import AdapterRoutes
 from drivers.ble.session import GattSession
 from drivers.listener import LinkState
 from drivers.measurement import Metric, Site
@@ -283,11 +284,9 @@ async def test_a_gatt_session_finds_connects_subscribes_and_hears_the_thermomete
         session = GattSession(
             THERMOMETER,
             HEALTH_THERMOMETER,
-            adapter,
+            AdapterRoutes(adapter, asyncio.Semaphore(1), 10),
             recorder,
             asyncio.Lock(),
-            asyncio.Semaphore(1),
-            scan_timeout=10,
             connect_timeout=10,
             backoff=Backoff(base=0.05, maximum=0.2),
         )
