@@ -27,22 +27,11 @@ from gateway.broker import Mosquitto, free_port
 from gateway.config import load_config
 from tests.conftest import REPO, GatewayProcess, Subscriber, write_config
 from tests.contract import assert_contract
-from tests.e2e.test_ble_to_broker import Simulator
+from tests.e2e.test_ble_to_broker import DEVICES as GATT_DEVICES
+from tests.e2e.test_ble_to_broker import OXIMETER, THERMOMETER, Simulator
 
-THERMOMETER, OXIMETER, DOOR = "F0:00:00:00:00:01", "F0:00:00:00:00:02", "F0:00:00:00:00:10"
+DOOR = "F0:00:00:00:00:10"
 KEY = base64.b64encode(os.urandom(32)).decode()
-GATT_DEVICES = f"""
-[[devices]]
-kind = "hts"
-address = "{THERMOMETER}"
-subject = "bed-1"
-site = "axillary"
-
-[[devices]]
-kind = "plx"
-address = "{OXIMETER}"
-subject = "bed-2"
-"""
 DEVICES = f"""{GATT_DEVICES}
 [[devices]]
 kind = "bthome"

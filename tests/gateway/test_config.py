@@ -280,3 +280,45 @@ def test_a_bad_door_sensor_key_is_one_clear_line(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, DOOR.replace(*change)))
+
+
+NOISE_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+PROXY = f"""
+[[bluetooth.proxies]]
+name = "east"
+host = "192.168.1.40"
+noise_key = "{NOISE_KEY}"
+"""
+
+
+def test_proxies_load_with_their_key_kept_out_of_repr(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD + "[bluetooth]\nadapter = 'none'\n" + PROXY))
+    (proxy,) = config.bluetooth.proxies
+    assert (proxy.name, proxy.host, proxy.port, proxy.noise_key) == (
+        "east",
+        "192.168.1.40",
+        6053,
+        NOISE_KEY,
+    )
+    assert NOISE_KEY not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[bluetooth]\nadapter = 'none'\n", r"bluetooth: adapter 'none' needs \[\[bluetooth"),
+        (PROXY.replace(NOISE_KEY, "c2hvcnQ="), r"noise_key: is 5 bytes, not 32"),
+        (PROXY.replace(NOISE_KEY, NOISE_KEY[:-2] + "!!"), r"noise_key: is not base64"),
+        (PROXY.replace('"east"', '"local"'), r"name: 'local' names the gateway's own adapter"),
+        (PROXY + PROXY, r"bluetooth.proxies\[1\].name: two proxies have this name"),
+        (PROXY.replace("192.168.1.40", "proxy east"), r"host: 'proxy east' is neither an IP"),
+        (PROXY + "port = 70000\n", r"port: must be at most 65535"),
+        ("[bluetooth]\nswitch_margin_db = -1\n", r"bluetooth.switch_margin_db: must be at least 0"),
+    ],
+)
+def test_a_bad_proxy_is_one_line_that_never_shows_a_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        load_config(write(tmp_path, GOOD + text))
+    assert NOISE_KEY not in str(refused.value) and "c2hvcnQ=" not in str(refused.value)
