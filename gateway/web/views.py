@@ -150,6 +150,19 @@ def radio_words(radio: str | None) -> Reason:
     return Reason(N_("via %(radio)s"), {"radio": radio})
 
 
+def alert_link(alert: dict[str, Any]) -> str:
+    """Where an alert's card leads: its subject's page; for equipment without a
+    subject, what is wrong with it (a proxy's card, the gateway's own details, a
+    device's page)."""
+    if alert["subject"]:
+        return f"/subjects/{alert['subject']}"
+    if alert["kind"] == AlertKind.PROXY_SILENT:
+        return "/#proxies"
+    if alert["kind"] == AlertKind.STORAGE_FAILURE:
+        return "/#details"
+    return f"/devices/{alert['device']}"
+
+
 def bluetooth_kind(kind: str) -> bool:
     """Whether devices of `kind` are served by a Bluetooth radio (they show which)."""
     return kind in KINDS and KINDS[kind].bluetooth

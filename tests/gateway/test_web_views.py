@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.web import views
 from gateway.web.i18n import translations
 from gateway.web.views import (
     Light,
@@ -153,3 +154,18 @@ def test_alerts_are_listed_most_urgent_first() -> None:
     ]
     order = [a["id"] for a in most_urgent_first(alerts)]
     assert order == ["spo2", "fever-newer", "fever", "door", "battery", "spo2-seen"]
+
+
+def test_an_alert_card_leads_to_what_is_wrong() -> None:
+    """A resident's alert to the resident; equipment without a resident to its own
+    place: the gateway's store to the gateway's details (not a device page that does
+    not exist), a proxy to the proxies' cards, a device to its page."""
+
+    def link(kind: str, subject: str | None, device: str) -> str:
+        return views.alert_link({"kind": kind, "subject": subject, "device": device})
+
+    assert link("fever", "bed-3", "hts-f00000000001") == "/subjects/bed-3"
+    assert link("battery_low", "bed-3", "hts-f00000000001") == "/subjects/bed-3"
+    assert link("storage_failure", None, "gw-0001") == "/#details"
+    assert link("proxy_silent", None, "east") == "/#proxies"
+    assert link("device_silent", None, "bthome-f00000000010") == "/devices/bthome-f00000000010"
