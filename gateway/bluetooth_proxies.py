@@ -153,19 +153,21 @@ class ProxiedBluetooth:
         links = [link.health() for link in self._links]
         for entry in links:
             entry["devices"] = self.view.owned(entry["name"])
-        state = self.state
-        error = ""
-        if state is AdapterState.UNAVAILABLE:
-            why = [f"{link.name}: {link.error or link.state.value}" for link in self._links]
-            if self._local is not None:
-                why.insert(0, f"{self._config.adapter}: {self._local.error}")
-            error = "no radio up: " + "; ".join(why)
         return {
             "adapter": self._config.adapter,
-            "state": state.value,
-            "error": error,
+            "state": self.state.value,
+            "error": self._error(),
             "proxies": links,
         }
+
+    def _error(self) -> str:
+        """Why no radio can be used ('' while one can, or while they start)."""
+        if self.state is not AdapterState.UNAVAILABLE:
+            return ""
+        why = [f"{link.name}: {link.error or link.state.value}" for link in self._links]
+        if self._local is not None:
+            why.insert(0, f"{self._config.adapter}: {self._local.error}")
+        return "no radio up: " + "; ".join(why)
 
     def radio_of(self, address: str) -> str | None:
         """The proxy a device is connected through, or was last; for a door sensor,
@@ -177,7 +179,7 @@ class ProxiedBluetooth:
         they cannot be heard now, '' while they are."""
         await self._listening().start()
         state = self.state
-        return "" if state is AdapterState.UP else self.health()["error"] or state.value
+        return "" if state is AdapterState.UP else self._error() or state.value
 
     def service_data(self, address: str) -> ServiceData | None:
         return None if self._adverts is None else self._adverts.service_data(address)

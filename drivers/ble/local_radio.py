@@ -46,14 +46,14 @@ class LocalRadio:
         self._max_connections = max_connections
         self._backoff = backoff
         self._look_again_s = look_again_s
-        self._up = False
+        #: Since when (time.monotonic()) it is up; None while it is not.
         self._up_since: float | None = None
         #: Why it is not up ('' while it is).
         self.error = ""
         self._task: asyncio.Task[None] | None = None
 
     def usable(self) -> bool:
-        return self._up
+        return self._up_since is not None
 
     def settled(self, now: float) -> bool:
         if self._up_since is not None:
@@ -67,7 +67,7 @@ class LocalRadio:
         return self.adapter.client_kwargs()
 
     def health(self) -> dict[str, Any]:
-        state = "up" if self._up else "unavailable"
+        state = "up" if self.usable() else "unavailable"
         return {"adapter": self.adapter.spec, "state": state, "error": self.error}
 
     async def start(self) -> None:
@@ -115,12 +115,12 @@ class LocalRadio:
                 await self.adapter.stop()
 
     def _set(self, up: bool, error: str) -> None:
-        if (up, error) != (self._up, self.error):
+        if (up, error) != (self.usable(), self.error):
             log = logger.info if up else logger.error
             log("local Bluetooth adapter %s", "up" if up else f"unavailable: {error}")
-        if up and not self._up:
-            self._up_since = time.monotonic()
-        elif not up:
+        if not up:
             self._up_since = None
-        self._up, self.error = up, error
+        elif self._up_since is None:
+            self._up_since = time.monotonic()
+        self.error = error
         self._view.radios_changed()

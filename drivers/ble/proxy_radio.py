@@ -4,6 +4,7 @@ the view as bleak's types, and it connects through its own slots."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from bleak.backends.device import BLEDevice
@@ -40,7 +41,7 @@ class ProxyRadio:
         return {"backend": self.link.client_backend}
 
 
-def relay_into(view: ScannerView) -> Any:
+def relay_into(view: ScannerView) -> Callable[[ProxyLink, RawAdvert], None]:
     """A `ProxyLink`'s `on_advertisement`: each advertisement into `view`; one that
     cannot be parsed (radio noise) is dropped."""
 
